@@ -17,3 +17,17 @@ def shared_data() -> str:
     if not os.path.isdir(path):
         pytest.skip(f"shared data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_backbones(tmp_path_factory):
+    """Tiny LLaVA-OneVision + SAM (+ a tiny LLaVA-1.5 under llava15/) saved with save_pretrained."""
+    from agvas.model.tiny import build_tiny_llava15, build_tokenizer, write_tiny_backbones
+
+    folder = tmp_path_factory.mktemp("tiny-backbones")
+    write_tiny_backbones(folder, seed=0)
+    torch.manual_seed(1)
+    tokenizer = build_tokenizer()
+    build_tiny_llava15(tokenizer).save_pretrained(folder / "llava15")
+    tokenizer.save_pretrained(folder / "llava15")
+    return folder

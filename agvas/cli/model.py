@@ -1,7 +1,72 @@
-"""`agvas model ...` (filled in with the model core)."""
+"""`agvas model ...`: build a model from a preset, show what it holds, save it as a checkpoint."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from agvas.model.config import PRESETS, VARIANTS
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def parameter_table(model, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("part")
+    table.add_column("parameters", justify="right")
+    table.add_column("trainable", justify="right")
+    total = trainable = 0
+    for name, n, t in model.parameter_table():
+        table.add_row(name, f"{n:,}", f"{t:,}")
+        total += n
+        trainable += t
+    table.add_section()
+    table.add_row("total", f"{total:,}", f"{trainable:,}")
+    return table
+
+
+@app.command()
+def info(
+    preset: str = typer.Option("tiny", help=f"one of {', '.join(PRESETS)}"),
+    variant: str = typer.Option("agvas", help=f"one of {', '.join(VARIANTS)}"),
+    lmm: str | None = typer.Option(None, help="LLaVA-family checkpoint folder (real presets)"),
+    sam: str | None = typer.Option(None, help="SAM checkpoint folder (real presets)"),
+    save: Path | None = typer.Option(None, help="also save the freshly built model as a checkpoint here"),
+) -> None:
+    """Build a model and print its parameter table (and one forward pass's time for a 256x256 image)."""
+    _quiet_transformers()
+    import torch
+
+    from agvas.anchors import DIRECT_INSTRUCTION, IMAGE_PLACEHOLDER, direct_answer
+    from agvas.model.build import build_model
+
+    if preset not in PRESETS or variant not in VARIANTS:
+        raise typer.BadParameter(f"preset must be one of {list(PRESETS)}, variant one of {list(VARIANTS)}")
+    with console.status(f"building {preset}/{variant} ..."):
+        model = build_model(preset, variant, lmm=lmm, sam=sam).eval()
+    console.print(parameter_table(model, f"AG-VAS {preset}/{variant}"))
+    conversation = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\n{DIRECT_INSTRUCTION}"},
+                    {"role": "assistant", "content": direct_answer(model.config.anchors)}]
+    image = torch.zeros(3, 256, 256, dtype=torch.uint8)
+    batch = model.processor({"images": [image], "conversations": [conversation]})
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = model(**batch)
+        elapsed = time.perf_counter() - start
+    console.print(f"sequence length {batch['input_ids'].shape[1]} tokens; anchors found: "
+                  f"{bool(out.anchor_found.all())}; forward pass {elapsed * 1000:.0f} ms")
+    if save is not None:
+        model.save_pretrained(save)
+        console.print(f"saved to {save}")

@@ -1,0 +1,344 @@
+"""The AG-VAS network on tiny random configs of the real Hugging Face classes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from model_fixtures import batch_for, build, conversation, frozen_config, square_mask
+from transformers import LlavaForConditionalGeneration, LlavaOnevisionForConditionalGeneration, SamModel
+from transformers.models.sam.modeling_sam import SamTwoWayTransformer
+
+from agvas.anchors import ANCHOR_TOKENS, ANO, NOR, SEG
+from agvas.model.agvas import fuse
+from agvas.model.backbones import CheckpointError
+from agvas.model.config import VARIANTS, preset_config
+from agvas.model.decoder import AnchorGuidedMaskDecoder
+from agvas.model.losses import dice_loss, segmentation_losses
+from agvas.model.refiner import TokenRefiner
+from agvas.model.spam import SemanticPixelAlignment
+from agvas.model.transformer import TwoWayTransformer
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_backbones):
+    return build(preset_config("tiny"), tiny_backbones)
+
+
+def test_module_shapes():
+    spam = SemanticPixelAlignment(llm_dim=32, pixel_dim=16, num_heads=4)
+    assert spam(torch.randn(2, 9, 32), torch.randn(2, 16, 4, 4)).shape == (2, 9, 32)
+    assert TokenRefiner(32, 16)(torch.randn(2, 3, 32)).shape == (2, 3, 16)
+    dec = AnchorGuidedMaskDecoder(ANCHOR_TOKENS, dim=16, num_heads=2, mlp_dim=32)
+    out = dec(torch.randn(2, 3, 16), torch.randn(2, 16, 4, 5))
+    for logits in (out.seg_logits, out.nor_logits, out.ano_logits):
+        assert logits.shape == (2, 16, 20)  # 4x the embedding grid
+    only_seg = AnchorGuidedMaskDecoder((SEG,), dim=16, num_heads=2, mlp_dim=32)(torch.randn(1, 1, 16),
+                                                                                 torch.randn(1, 16, 4, 4))
+    assert only_seg.nor_logits is None and only_seg.ano_logits is None and only_seg.seg_logits.shape == (1, 16, 16)
+
+
+def test_forward_shapes_and_mask_is_thresholded_fusion(tiny):
+    batch = batch_for(tiny, n=2, size=64)
+    with torch.no_grad():
+        out = tiny(**batch)
+    n_img = tiny.processor.num_image_tokens
+    assert n_img == 2 * tiny.semantic_encoder.num_tokens  # f_s and f_align
+    assert out.logits.shape == (*batch["input_ids"].shape, len(tiny.tokenizer))
+    assert out.seg_logits.shape == out.nor_logits.shape == out.ano_logits.shape == (2, 64, 64)
+    assert out.anchor_found.tolist() == [True, True]
+    p, p_seg, p_ano = tiny.probability_maps(out)
+    expected = 0.5 * torch.sigmoid(out.seg_logits) + 0.5 * torch.softmax(
+        torch.stack([out.nor_logits, out.ano_logits]), dim=0)[1]
+    torch.testing.assert_close(p, expected)
+    assert torch.equal(tiny.binary_mask(p), expected > 0.5)
+    assert p.min() >= 0 and p.max() <= 1
+
+
+def test_fusion_weights():
+    seg, nor, ano = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([-1.0])
+    p, p_seg, p_ano = fuse(seg, nor, ano, alpha=0.25)
+    want = 0.25 * (1 / (1 + math.exp(-2))) + 0.75 * (math.exp(-1) / (math.exp(-1) + 1))
+    assert p.item() == pytest.approx(want, rel=1e-6)
+    assert fuse(seg, None, None, 0.5)[0].item() == pytest.approx(1 / (1 + math.exp(-2)))
+
+
+def test_anchor_positions_account_for_image_expansion(tiny):
+    """The hidden state read for an anchor must be the one at that anchor in the expanded sequence."""
+    proc = tiny.processor
+    conv = conversation()
+    plain = proc.tokenizer.apply_chat_template(conv, tokenize=False)
+    raw_ids = proc.tokenizer(plain, add_special_tokens=False).input_ids
+    enc = proc.encode(conv)
+    assert len(enc.input_ids) == len(raw_ids) - 1 + proc.num_image_tokens
+    ids = torch.tensor([enc.input_ids])
+    positions, found = tiny.anchor_positions(ids)
+    assert found.item()
+    for k, anchor in enumerate((NOR, ANO, SEG)):
+        anchor_id = proc.tokenizer.convert_tokens_to_ids(anchor)
+        raw_pos = raw_ids.index(anchor_id)
+        assert positions[0, k].item() == raw_pos + proc.num_image_tokens - 1
+        assert enc.input_ids[positions[0, k]] == anchor_id
+    # Consecutive anchors "[NOR][ANO][SEG]" sit at consecutive positions.
+    assert (positions[0, 1:] - positions[0, :-1]).tolist() == [1, 1]
+
+
+def test_hidden_states_come_from_the_anchor_positions(tiny):
+    batch = batch_for(tiny, n=1)
+    with torch.no_grad():
+        f_s, f_p = tiny.encode_images(batch["semantic_pixels"], batch["sam_pixels"])
+        hidden, _ = tiny.run_llm(tiny.embed_inputs(batch["input_ids"], f_s, f_p), batch["attention_mask"])
+        positions, _ = tiny.anchor_positions(batch["input_ids"])
+        direct = tiny.decoder(tiny.refiner(hidden[0, positions[0]]).unsqueeze(0), f_p)
+        via_model, _ = tiny.decode_masks(hidden, batch["input_ids"], f_p)
+    torch.testing.assert_close(direct.seg_logits, via_model.seg_logits)
+
+
+def test_labels_cover_only_the_answer(tiny):
+    enc = tiny.processor.encode(conversation())
+    labelled = [t for t, lab in zip(enc.input_ids, enc.labels, strict=True) if lab != -100]
+    text = tiny.tokenizer.decode(labelled)
+    assert text.startswith("Sure, it is [NOR][ANO][SEG].")
+    assert "user" not in text and "assistant" not in text
+    assert all(lab == -100 for t, lab in zip(enc.input_ids, enc.labels, strict=True)
+               if t == tiny.processor.image_token_id)
+
+
+def test_loss_by_hand_on_4x4():
+    """L_seg for one image: [SEG] BCE/Dice on sigmoid, [NOR]/[ANO] BCE/Dice on the 2-way softmax."""
+    seg = torch.tensor([[2.0, -1.0, 0.5, 0.0]] * 4).unsqueeze(0)
+    nor = torch.zeros(1, 4, 4)
+    ano = torch.tensor([[1.0, 0.0, -2.0, 3.0]] * 4).unsqueeze(0)
+    gt = torch.tensor([[1.0, 0.0, 0.0, 1.0]] * 4).unsqueeze(0)
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+
+    def bce(ps, ts):
+        return -sum(t * math.log(p) + (1 - t) * math.log(1 - p) for p, t in zip(ps, ts, strict=True)) / len(ps)
+
+    def dice(ps, ts):
+        inter = sum(p * t for p, t in zip(ps, ts, strict=True))
+        return 1 - (2 * inter + 1) / (sum(ps) + sum(ts) + 1)
+
+    ts = [1, 0, 0, 1] * 4
+    p_seg = [sig(v) for v in [2.0, -1.0, 0.5, 0.0]] * 4
+    p_ano = [sig(v) for v in [1.0, 0.0, -2.0, 3.0]] * 4
+    p_nor = [1 - p for p in p_ano]
+    want = {
+        "bce_seg": 0.5 * bce(p_seg, ts), "dice_seg": 2.0 * dice(p_seg, ts),
+        "bce_ano": 0.5 * bce(p_ano, ts), "dice_ano": 2.0 * dice(p_ano, ts),
+        "bce_nor": 0.5 * bce(p_nor, [1 - t for t in ts]), "dice_nor": 2.0 * dice(p_nor, [1 - t for t in ts]),
+    }
+    got = segmentation_losses(seg, nor, ano, gt)
+    assert set(got) == set(want)
+    for k, v in want.items():
+        assert got[k].item() == pytest.approx(v, rel=1e-5), k
+
+
+def test_empty_mask_loss_is_finite_and_pushes_towards_nothing():
+    logits = torch.full((1, 8, 8), 30.0, requires_grad=True)  # saturated: predicts anomaly everywhere
+    parts = segmentation_losses(logits, -logits, logits, torch.zeros(1, 8, 8))
+    total = sum(parts.values())
+    assert torch.isfinite(total)
+    total.backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad > 0).all()
+    assert dice_loss(torch.full((1, 4, 4), -30.0), torch.zeros(1, 4, 4)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_normal_image_in_a_batch_has_finite_loss(tiny):
+    batch = batch_for(tiny, n=2, masks=torch.zeros(2, 64, 64))
+    out = tiny(**batch)
+    assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.loss_parts.values())
+
+
+def _grad_report(model):
+    model.train()
+    batch = batch_for(model, n=2)
+    model.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    missing = [n for n, p in trainable.items() if p.grad is None]
+    leaked = [n for n, p in frozen.items() if p.grad is not None]
+    return trainable, frozen, missing, leaked
+
+
+def test_tiny_trains_everything_it_uses(tiny_backbones):
+    model = build(preset_config("tiny"), tiny_backbones)
+    trainable, frozen, missing, leaked = _grad_report(model)
+    assert not missing and not leaked
+    assert all("post_layernorm" in n or "image_newline" in n for n in frozen)  # unused by AG-VAS
+
+
+@pytest.mark.parametrize("variant", ["agvas", "lisa"])
+def test_real_policy_freezes_backbones_and_trains_lora_and_anchor_rows(tiny_backbones, variant):
+    model = build(frozen_config(tiny_backbones, variant), None)
+    assert isinstance(model.base_lmm, LlavaOnevisionForConditionalGeneration)
+    trainable, frozen, missing, leaked = _grad_report(model)
+    assert not missing, missing
+    assert not leaked, leaked
+    for name in trainable:
+        assert (name.startswith(("spam.", "refiner.", "decoder.")) or "lora_" in name
+                or "trainable_tokens" in name), f"unexpectedly trainable: {name}"
+    assert any("lora_B" in n and "language_model" in n for n in trainable)
+    assert not any("vision_tower" in n for n in trainable)
+    rows = [p for n, p in trainable.items() if "trainable_tokens" in n]
+    assert rows and all(p.shape[0] == len(model.config.anchors) for p in rows)
+    assert any(p.grad.abs().sum() > 0 for p in rows)
+    assert all(not p.requires_grad for p in model.pixel_encoder.parameters())
+
+
+def test_llava15_family_with_tied_embeddings(tiny_backbones):
+    model = build(frozen_config(tiny_backbones, lmm="llava15"), None)
+    assert isinstance(model.base_lmm, LlavaForConditionalGeneration)
+    # CLIP tower: layer -2 with the CLS token dropped.
+    assert model.semantic_encoder.num_tokens == (112 // 14) ** 2
+    _, _, missing, leaked = _grad_report(model)
+    assert not missing and not leaked
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variants(tiny_backbones, variant):
+    model = build(preset_config("tiny", variant), tiny_backbones)
+    cfg = model.config
+    batch = batch_for(model, n=1)
+    with torch.no_grad():
+        out = model(**batch)
+    assert out.anchor_found.all()
+    assert (out.seg_logits is not None) == (SEG in cfg.anchors)
+    assert (out.ano_logits is not None) == (ANO in cfg.anchors)
+    n_sem = model.semantic_encoder.num_tokens
+    assert model.processor.num_image_tokens == (2 * n_sem if cfg.use_spam else n_sem)
+    assert (model.spam is None) == (not cfg.use_spam)
+    p, _, _ = model.probability_maps(out)
+    assert p.shape == (1, 64, 64)
+
+
+def test_agmd_matches_transformers_sam_transformer():
+    """A peer check: our two-way transformer with SAM's weights = transformers' SamTwoWayTransformer."""
+    from agvas.model.tiny import build_tiny_sam
+
+    torch.manual_seed(0)
+    sam = build_tiny_sam().eval()
+    cfg = sam.config.mask_decoder_config
+    ours = TwoWayTransformer(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.mlp_dim).eval()
+    ours.load_state_dict(sam.mask_decoder.transformer.state_dict())
+    theirs: SamTwoWayTransformer = sam.mask_decoder.transformer
+    tokens = torch.randn(2, 6, cfg.hidden_size)
+    image = torch.randn(2, cfg.hidden_size, 8, 8)
+    pe = torch.randn(2, cfg.hidden_size, 8, 8)
+    with torch.no_grad():
+        q_ref, k_ref = theirs(tokens.unsqueeze(1), image, pe, attention_similarity=None)
+        q, k = ours(tokens, image, pe)
+    torch.testing.assert_close(q, q_ref.squeeze(1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(k, k_ref.squeeze(1), rtol=1e-5, atol=1e-5)
+
+    dec = AnchorGuidedMaskDecoder(ANCHOR_TOKENS, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+                                  cfg.mlp_dim)
+    dec.load_sam_mask_decoder(sam.mask_decoder, sam.shared_image_embedding.positional_embedding,
+                              sam.prompt_encoder.no_mask_embed.weight)
+    grid = sam.config.prompt_encoder_config.image_embedding_size
+    torch.testing.assert_close(dec.pe(grid, grid), sam.get_image_wide_positional_embeddings())
+    torch.testing.assert_close(dec.query_tokens.weight, sam.mask_decoder.mask_tokens.weight[:3])
+
+
+def test_ten_steps_lower_the_loss(tiny_backbones):
+    model = build(preset_config("tiny"), tiny_backbones).train()
+    torch.manual_seed(0)
+    batch = batch_for(model, n=1, masks=square_mask().unsqueeze(0))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses, seg = [], []
+    for _ in range(10):
+        opt.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+        seg.append(sum(v.item() for k, v in out.loss_parts.items() if k != "text_ce"))
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert seg[-1] < seg[0], seg  # the masks improve, not only the text
+
+
+def test_round_trip_tiny(tiny, tmp_path):
+    batch = batch_for(tiny, n=2)
+    with torch.no_grad():
+        before = tiny(**batch)
+    tiny.save_pretrained(tmp_path / "ckpt")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+    loaded = type(tiny).from_pretrained(tmp_path / "ckpt").eval()
+    with torch.no_grad():
+        after = loaded(**batch)
+    assert torch.equal(before.logits, after.logits)
+    assert torch.equal(before.seg_logits, after.seg_logits)
+    assert torch.equal(tiny.binary_mask(tiny.probability_maps(before)[0]),
+                       loaded.binary_mask(loaded.probability_maps(after)[0]))
+
+
+def test_round_trip_frozen_backbones_with_lora(tiny_backbones, tmp_path):
+    model = build(frozen_config(tiny_backbones), None)
+    # Make LoRA and the anchor rows non-trivial, as after training.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad and ("lora_B" in n or "trainable_tokens" in n):
+                p.add_(0.05 * torch.randn_like(p))
+    batch = batch_for(model, n=2)
+    with torch.no_grad():
+        before = model(**batch)
+    model.save_pretrained(tmp_path / "ckpt")
+    files = {p.name for p in (tmp_path / "ckpt").iterdir()}
+    assert {"agvas_config.json", "model.safetensors", "adapter", "tokenizer_config.json"} <= files
+    assert "lmm" not in files  # frozen backbones are referenced, not copied
+    loaded = type(model).from_pretrained(tmp_path / "ckpt").eval()
+    with torch.no_grad():
+        after = loaded(**batch)
+    assert torch.equal(before.logits, after.logits)
+    assert torch.equal(before.seg_logits, after.seg_logits)
+
+
+def test_tiny_hf_checkpoints_load_as_real_ones(tiny_backbones):
+    """The folders written by save_pretrained are what a user's downloaded checkpoints look like."""
+    assert LlavaOnevisionForConditionalGeneration.from_pretrained(tiny_backbones / "lmm") is not None
+    assert SamModel.from_pretrained(tiny_backbones / "sam") is not None
+    model = build(frozen_config(tiny_backbones), None)
+    assert model.backbone_paths == {"lmm": str(tiny_backbones / "lmm"), "sam": str(tiny_backbones / "sam")}
+    assert model.processor.semantic.size == 128 and model.processor.pixel.size == 256
+
+
+def test_missing_checkpoint_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build(preset_config("llava-ov-0.5b", lmm=str(tmp_path / "nope"), sam=str(tmp_path / "nope")))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        from agvas.model.agvas import AGVASModel
+
+        AGVASModel.from_pretrained(tmp_path / "missing")
+
+
+def test_wrong_architecture_is_a_clear_error(tiny_backbones, tmp_path):
+    cfg = preset_config("llava-ov-0.5b", lmm=str(tiny_backbones / "sam"), sam=str(tiny_backbones / "sam"))
+    with pytest.raises(CheckpointError, match="'sam' checkpoint.*LMM must be one of"):
+        build(cfg)
+    (tmp_path / "agvas_config.json").write_text('{"architecture": "lisa", "lmm": "x", "sam": "y"}')
+    with pytest.raises(ValueError, match="architecture is 'lisa'"):
+        from agvas.model.config import AGVASConfig
+
+        AGVASConfig.load(tmp_path)
+
+
+def test_bad_images_are_clear_errors(tiny):
+    with pytest.raises(TypeError, match="uint8"):
+        tiny.processor.preprocess_images([torch.rand(3, 8, 8)])
+    import numpy as np
+
+    with pytest.raises(TypeError, match="HxWx3"):
+        tiny.processor.preprocess_images([np.zeros((8, 8), dtype=np.uint8)])
+    with pytest.raises(ValueError, match="exactly once"):
+        tiny.processor.encode([{"role": "user", "content": "no image here"}])
+
+
+def test_any_image_size_and_aspect(tiny):
+    import numpy as np
+
+    pix = tiny.processor.preprocess_images([np.zeros((50, 200, 3), dtype=np.uint8)])
+    assert pix["sam_pixels"].shape[-2:] == (256, 256)
+    assert pix["resized_sizes"].tolist() == [[64, 256]]
+    assert pix["original_sizes"].tolist() == [[50, 200]]
