@@ -10,7 +10,7 @@ from model_fixtures import batch_for, build, conversation, frozen_config, square
 from transformers import LlavaForConditionalGeneration, LlavaOnevisionForConditionalGeneration, SamModel
 from transformers.models.sam.modeling_sam import SamTwoWayTransformer
 
-from agvas.anchors import ANCHOR_TOKENS, ANO, NOR, SEG
+from agvas.anchors import ANCHOR_TOKENS, ANO, IMAGE_PLACEHOLDER, NOR, SEG
 from agvas.model.agvas import fuse
 from agvas.model.backbones import CheckpointError
 from agvas.model.config import VARIANTS, preset_config
@@ -342,3 +342,26 @@ def test_any_image_size_and_aspect(tiny):
     assert pix["sam_pixels"].shape[-2:] == (256, 256)
     assert pix["resized_sizes"].tolist() == [[64, 256]]
     assert pix["original_sizes"].tolist() == [[50, 200]]
+
+
+def test_loss_of_a_batch_is_the_mean_of_its_halves(tiny):
+    """Per-sample normalisation: splitting a batch (micro-batches, processes) never reweights samples."""
+    short = conversation()
+    long = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\nWhat anomalies are present? Describe them."},
+            {"role": "assistant", "content": "A long thin scratch runs across the centre, as shown by "
+             "[NOR][ANO][SEG]."}]
+    vqa = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\nHow many shapes?"},
+           {"role": "assistant", "content": "Three."}]
+    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    masks = torch.stack([square_mask(), torch.zeros(64, 64), square_mask(), torch.zeros(64, 64)])
+    convs, has = [short, long, vqa, long], torch.tensor([True, True, False, True])
+
+    def loss(sl):
+        batch = tiny.processor({"images": images[sl], "conversations": convs[sl], "masks": masks[sl],
+                                "has_mask": has[sl]})
+        with torch.no_grad():
+            return tiny(**batch).loss_parts
+
+    whole, a, b = loss(slice(0, 4)), loss(slice(0, 2)), loss(slice(2, 4))
+    for key in whole:
+        assert whole[key].item() == pytest.approx((a[key].item() + b[key].item()) / 2, rel=1e-4, abs=1e-6), key

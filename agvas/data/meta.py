@@ -51,7 +51,8 @@ class Sample:
     img_path: str
 
 
-def write_meta(root: str | os.PathLike, test: dict[str, list[Entry]], train: dict[str, list[Entry]] | None = None) -> Path:
+def write_meta(root: str | os.PathLike, test: dict[str, list[Entry]],
+               train: dict[str, list[Entry]] | None = None) -> Path:
     """Write `root/meta.json` atomically, so that a crash never leaves half a description behind."""
     root = Path(root)
     doc = {

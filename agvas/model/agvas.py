@@ -242,11 +242,10 @@ class AGVASModel(nn.Module):
         ce = text_loss(out.logits, labels) if labels is not None else out.logits.sum() * 0.0
         seg: dict[str, Tensor] = {}
         if masks is not None:
+            # A sample teaches the decoder only if it has a mask and its answer holds the anchors.
             keep = out.anchor_found if has_mask is None else out.anchor_found & has_mask.to(out.anchor_found.device)
-            if bool(keep.any()):
-                pick = (lambda t: t[keep] if t is not None else None)  # noqa: E731
-                seg = segmentation_losses(pick(out.seg_logits), pick(out.nor_logits), pick(out.ano_logits),
-                                          masks[keep], self.config.bce_weight, self.config.dice_weight)
+            seg = segmentation_losses(out.seg_logits, out.nor_logits, out.ano_logits, masks,
+                                      self.config.bce_weight, self.config.dice_weight, weights=keep)
         parts: LossParts = total_loss(ce, seg)
         return parts.parts, parts.total
 

@@ -4,6 +4,11 @@ The relative heads are a two-way softmax, so P_ano = sigmoid(l_ano - l_nor): bot
 logit differences, which keeps BCE finite where a probability saturates. The [NOR] target is the
 complement of the anomaly mask. Dice is smoothed so that a normal image (empty mask) has a finite loss
 that is minimised by predicting nothing.
+
+Every part is a mean over the *samples* of the batch of a per-sample value (a sample without a mask,
+e.g. VQA, contributes zero segmentation loss; its answer's tokens are averaged within the sample).
+So a global batch split into micro-batches or over processes gives exactly the gradient of the whole
+batch, whatever the answers' lengths.
 """
 
 from __future__ import annotations
@@ -20,26 +25,27 @@ DICE_SMOOTH = 1.0
 
 
 def dice_loss(logits: Tensor, target: Tensor, smooth: float = DICE_SMOOTH) -> Tensor:
-    """1 - (2|P∩M| + s) / (|P| + |M| + s) per image, averaged over the batch."""
+    """1 - (2|P∩M| + s) / (|P| + |M| + s), one value per image (B,)."""
     prob = logits.sigmoid().flatten(1)
     target = target.flatten(1)
     inter = (prob * target).sum(-1)
-    return (1 - (2 * inter + smooth) / (prob.sum(-1) + target.sum(-1) + smooth)).mean()
+    return 1 - (2 * inter + smooth) / (prob.sum(-1) + target.sum(-1) + smooth)
 
 
 def bce_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean binary cross-entropy over all pixels of all images."""
-    return F.binary_cross_entropy_with_logits(logits, target)
+    """Binary cross-entropy averaged over each image's pixels (B,)."""
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(-1)
 
 
 def text_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Next-token cross-entropy over the positions whose label is not -100 (the answer)."""
+    """Next-token cross-entropy of the answer (labels != -100): the mean over samples of each sample's
+    mean over its answer tokens; a sample without an answer contributes zero."""
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
-    if not (shift_labels != -100).any():
-        return shift_logits.sum() * 0.0
-    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                           ignore_index=-100)
+    per_token = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none")
+    counts = (shift_labels != -100).sum(-1)
+    per_sample = per_token.sum(-1) / counts.clamp(min=1)
+    return per_sample.sum() / logits.shape[0]
 
 
 @dataclass
@@ -51,10 +57,15 @@ class LossParts:
 
 
 def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, ano_logits: Tensor | None,
-                        masks: Tensor, bce_weight: float = BCE_WEIGHT,
-                        dice_weight: float = DICE_WEIGHT) -> dict[str, Tensor]:
-    """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which)."""
+                        masks: Tensor, bce_weight: float = BCE_WEIGHT, dice_weight: float = DICE_WEIGHT,
+                        weights: Tensor | None = None) -> dict[str, Tensor]:
+    """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which).
+
+    `weights` (B,) is 1 for samples with a mask to learn from and 0 otherwise; parts are divided by B.
+    """
     masks = masks.float()
+    weights = torch.ones(masks.shape[0], device=masks.device) if weights is None else weights.float()
+    batch = masks.shape[0]
     heads: dict[str, tuple[Tensor, Tensor]] = {}
     if seg_logits is not None:
         heads["seg"] = (seg_logits.float(), masks)
@@ -64,8 +75,8 @@ def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, an
         heads["nor"] = (-diff, 1 - masks)
     out: dict[str, Tensor] = {}
     for name, (logits, target) in heads.items():
-        out[f"bce_{name}"] = bce_weight * bce_loss(logits, target)
-        out[f"dice_{name}"] = dice_weight * dice_loss(logits, target)
+        out[f"bce_{name}"] = bce_weight * (bce_loss(logits, target) * weights).sum() / batch
+        out[f"dice_{name}"] = dice_weight * (dice_loss(logits, target) * weights).sum() / batch
     return out
 
 

@@ -1,0 +1,380 @@
+"""The streaming metrics against scikit-learn, a brute-force AUPRO and hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from agvas.evaluate.metrics import (
+    CategoryAccumulator,
+    evaluate_category,
+    mean_over_categories,
+    smooth,
+)
+
+TOL = 1e-6  # on fractions; results are in percent, hence the 100 * TOL below
+
+
+def sk_f1_max(y: np.ndarray, s: np.ndarray) -> float:
+    p, r, _ = precision_recall_curve(y, s)
+    keep = (p + r) > 0
+    return float(np.max(2 * p[keep] * r[keep] / (p[keep] + r[keep])))
+
+
+def brute_aupro(scores: list[np.ndarray], gts: list[np.ndarray], limit: float = 0.3) -> float:
+    """Per-pixel reference in the style of the MVTec AD evaluation code, written independently:
+    every pixel changes FPR or PRO by its own weight, cumulated in descending score order;
+    one curve point per distinct score (the last of each tie group)."""
+    s_all, fp_w, pro_w = [], [], []
+    n_regions = 0
+    n_neg = sum(int((g == 0).sum()) for g in gts)
+    for s, g in zip(scores, gts, strict=True):
+        lab, n = ndimage.label(g > 0, structure=np.ones((3, 3)))
+        sizes = np.bincount(lab.ravel())
+        w = np.where(lab > 0, 1.0 / sizes[lab], 0.0)
+        s_all.append(s.ravel().astype(np.float64))
+        fp_w.append((lab.ravel() == 0) / n_neg)
+        pro_w.append(w.ravel())
+        n_regions += n
+    s = np.concatenate(s_all)
+    order = np.argsort(-s, kind="stable")
+    fpr = np.cumsum(np.concatenate(fp_w)[order])
+    pro = np.cumsum(np.concatenate(pro_w)[order]) / n_regions
+    ss = s[order]
+    last = np.append(ss[1:] != ss[:-1], True)
+    x = np.concatenate(([0.0], fpr[last], [1.0]))
+    y = np.concatenate(([0.0], pro[last], [1.0]))
+    inside = x <= limit
+    xi = np.append(x[inside], limit)
+    yi = np.append(y[inside], np.interp(limit, x, y))
+    return float(np.sum(np.diff(xi) * (yi[1:] + yi[:-1]) / 2) / limit)
+
+
+def same(a: dict, b: dict) -> bool:
+    """Dict equality where NaN equals NaN."""
+    return a.keys() == b.keys() and all(
+        a[k] == b[k] or (isinstance(a[k], float) and math.isnan(a[k]) and math.isnan(b[k])) for k in a
+    )
+
+
+def feed(scores, gts, masks=None, **kw) -> CategoryAccumulator:
+    acc = CategoryAccumulator(**kw)
+    for i, (s, g) in enumerate(zip(scores, gts, strict=True)):
+        acc.add(s, g, None if masks is None else masks[i])
+    return acc
+
+
+def random_category(rng: np.random.Generator, levels: int | None = None):
+    n = int(rng.integers(1, 6))
+    h, w = (int(v) for v in rng.integers(4, 40, size=2))
+    scores, gts = [], []
+    for _ in range(n):
+        g = np.zeros((h, w), dtype=np.uint8)
+        if rng.random() < 0.7:  # some images normal
+            g = (ndimage.gaussian_filter(rng.random((h, w)), 1.5) > 0.55).astype(np.uint8)
+        s = rng.random((h, w)) + 0.4 * g * rng.random()
+        if levels is not None:
+            s = np.floor(s / s.max() * levels) / levels
+        scores.append(s.astype(np.float32))
+        gts.append(g)
+    return scores, gts
+
+
+def check_against_references(scores, gts) -> dict:
+    res = feed(scores, gts).summarise()
+    y = np.concatenate([g.ravel() for g in gts]) > 0
+    s = np.concatenate([x.ravel() for x in scores])
+    assert res["ap"] == pytest.approx(100 * average_precision_score(y, s), abs=100 * TOL)
+    assert res["f1_max"] == pytest.approx(100 * sk_f1_max(y, s), abs=100 * TOL)
+    if 0 < y.sum() < y.size:
+        assert res["auroc"] == pytest.approx(100 * roc_auc_score(y, s), abs=100 * TOL)
+        assert res["aupro"] == pytest.approx(100 * brute_aupro(scores, gts), abs=100 * TOL)
+    return res
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_categories_match_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    scores, gts = random_category(rng)
+    if not any(g.any() for g in gts):
+        gts[0][0, 0] = 1
+    check_against_references(scores, gts)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_heavy_ties_match_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    scores, gts = random_category(rng, levels=4)  # 5 levels: 0, .25, .5, .75, 1
+    if not any(g.any() for g in gts):
+        gts[-1][-1, -1] = 1
+    assert len(np.unique(np.concatenate([s.ravel() for s in scores]))) <= 5
+    check_against_references(scores, gts)
+
+
+def test_large_random_category_matches_sklearn() -> None:
+    rng = np.random.default_rng(7)
+    scores = [rng.random((96, 128)).astype(np.float32) for _ in range(6)]
+    gts = [(ndimage.gaussian_filter(rng.random((96, 128)), 3) > 0.52).astype(np.uint8) for _ in range(6)]
+    gts[2][:] = 0
+    scores = [s + 0.2 * g for s, g in zip(scores, gts, strict=True)]
+    check_against_references(scores, gts)
+
+
+def test_chunkings_give_identical_results() -> None:
+    rng = np.random.default_rng(3)
+    s = np.round(rng.random(2400) * 50).astype(np.float32) / 50
+    y = (rng.random(2400) < 0.2).astype(np.uint8)
+    results = []
+    for shape in [(1, 40, 60), (4, 20, 30), (24, 10, 10), (2400, 1, 1)]:
+        for reverse in (False, True):
+            ss, yy = s.reshape(shape), y.reshape(shape)
+            if reverse:
+                ss, yy = ss[::-1], yy[::-1]
+            r = feed(list(ss), list(yy)).pixel_metrics()
+            results.append((r["ap"], r["f1_max"], r["auroc"]))
+    assert all(r == results[0] for r in results)  # exactly, not approximately
+    assert results[0][0] == pytest.approx(average_precision_score(y, s), abs=TOL)
+    assert results[0][1] == pytest.approx(sk_f1_max(y, s), abs=TOL)
+    assert results[0][2] == pytest.approx(roc_auc_score(y, s), abs=TOL)
+
+
+def test_all_normal_category_is_nan_not_zero() -> None:
+    rng = np.random.default_rng(0)
+    scores = [rng.random((8, 8)).astype(np.float32) for _ in range(3)]
+    gts = [np.zeros((8, 8), np.uint8)] * 3
+    masks = [np.zeros((8, 8), bool), np.zeros((8, 8), bool), np.ones((8, 8), bool)]
+    res = feed(scores, gts, masks).summarise()
+    for key in ("ap", "f1_max", "auroc", "aupro", "iou_ano"):
+        assert math.isnan(res[key]), key
+    assert res["iou_nor"] == pytest.approx(100 * 2 / 3)
+    assert (res["n_images"], res["n_anomalous"], res["n_normal"]) == (3, 0, 3)
+
+
+def test_all_anomalous_pixels() -> None:
+    rng = np.random.default_rng(1)
+    scores = [rng.random((6, 7)).astype(np.float32) for _ in range(2)]
+    gts = [np.ones((6, 7), np.uint8)] * 2
+    res = feed(scores, gts).summarise()
+    y = np.ones(84, bool)
+    s = np.concatenate([x.ravel() for x in scores])
+    assert res["ap"] == pytest.approx(100 * average_precision_score(y, s))
+    assert res["ap"] == pytest.approx(100.0)
+    assert res["f1_max"] == pytest.approx(100.0)
+    assert math.isnan(res["auroc"]) and math.isnan(res["aupro"])  # no normal pixel: no FPR
+
+
+def test_constant_scores() -> None:
+    rng = np.random.default_rng(2)
+    gts = [(rng.random((10, 10)) < 0.3).astype(np.uint8) for _ in range(3)]
+    scores = [np.full((10, 10), 0.3, np.float32) for _ in range(3)]
+    res = check_against_references(scores, gts)
+    prevalence = np.mean(np.concatenate([g.ravel() for g in gts]))
+    assert res["ap"] == pytest.approx(100 * prevalence)
+    assert res["auroc"] == pytest.approx(50.0)
+    # One tie group: the PRO curve is the diagonal, whose area up to 0.3 is 0.045 -> 15 %.
+    assert res["aupro"] == pytest.approx(15.0)
+
+
+def test_single_anomalous_pixel() -> None:
+    rng = np.random.default_rng(4)
+    scores = [rng.random((16, 16)).astype(np.float32) for _ in range(3)]
+    gts = [np.zeros((16, 16), np.uint8) for _ in range(3)]
+    gts[1][5, 9] = 1
+    check_against_references(scores, gts)
+    scores[1][5, 9] = 2.0  # ranked first: everything perfect
+    res = check_against_references(scores, gts)
+    assert res["ap"] == pytest.approx(100.0) and res["auroc"] == pytest.approx(100.0)
+    assert res["aupro"] == pytest.approx(100.0)
+
+
+def test_scores_outside_unit_range_and_integer_and_bool_types() -> None:
+    rng = np.random.default_rng(5)
+    gts = [(rng.random((12, 12)) < 0.2).astype(np.uint8) for _ in range(2)]
+    check_against_references([rng.normal(size=(12, 12)).astype(np.float32) * 1e3 for _ in range(2)], gts)
+    check_against_references([rng.integers(-3, 3, size=(12, 12)) for _ in range(2)], gts)
+    check_against_references([rng.random((12, 12)) < 0.5 for _ in range(2)], gts)
+    # sklearn refuses infinities; they rank like any finite extremes.
+    inf_scores = [rng.random((12, 12)) for _ in range(2)]
+    inf_scores[0][:3], inf_scores[1][:2] = -np.inf, np.inf
+    finite = [np.clip(x, -1e30, 1e30) for x in inf_scores]
+    assert same(feed(inf_scores, gts).summarise(), check_against_references(finite, gts))
+
+
+def test_iou_hand_computed() -> None:
+    z = np.zeros((4, 4), np.float32)
+    g = np.zeros((4, 4), np.uint8)
+    g[1:3, 1:3] = 1  # 4 pixels
+    m = np.zeros((4, 4), bool)
+    m[1:3, 1:4] = True  # 6 pixels, 4 of them on the GT -> IoU 4/6
+    m_off = np.zeros((4, 4), bool)
+    m_off[0, 0] = True  # misses the GT -> IoU 0
+    empty = np.zeros((4, 4), bool)
+    normal = np.zeros((4, 4), np.uint8)
+    acc = CategoryAccumulator()
+    acc.add(z, g, m)
+    acc.add(z, g, m_off)
+    acc.add(z, g, empty)
+    acc.add(z, g, g.astype(bool))  # perfect -> 1
+    acc.add(z, normal, empty)  # rejected -> 1
+    acc.add(z, normal, m_off)  # one false pixel -> 0
+    res = acc.summarise()
+    assert res["iou_ano"] == pytest.approx(100 * (4 / 6 + 0 + 0 + 1) / 4)
+    assert res["iou_nor"] == pytest.approx(50.0)
+    assert (res["n_images"], res["n_anomalous"], res["n_normal"]) == (6, 4, 2)
+
+
+def test_mask_defaults_to_score_above_threshold_and_gt_accepts_255() -> None:
+    s = np.array([[0.9, 0.6], [0.5, 0.1]], np.float32)
+    g = np.array([[255, 255], [0, 0]], np.uint8)
+    res = feed([s], [g]).summarise()  # mask = s > 0.5 = top row = GT
+    assert res["iou_ano"] == pytest.approx(100.0)
+    res = feed([s], [g], threshold=0.7).summarise()
+    assert res["iou_ano"] == pytest.approx(50.0)
+    res = feed([s], [np.zeros_like(g)], threshold=0.95).summarise()
+    assert res["iou_nor"] == pytest.approx(100.0)
+
+
+def test_aupro_perfect_map_is_100() -> None:
+    g = np.zeros((20, 20), np.uint8)
+    g[2:6, 3:9] = 1
+    g[12:18, 12:14] = 1
+    res = feed([g.astype(np.float32)], [g]).summarise()
+    assert res["aupro"] == pytest.approx(100.0)
+    assert res["ap"] == pytest.approx(100.0)
+
+
+def test_aupro_averages_over_regions_not_pixels() -> None:
+    # Small region fully above the background, big one fully below: half the regions are found
+    # at FPR 0, nothing more until FPR 1 -> PRO 0.5 on [0, 0.3] -> 50. Per pixel it would be 4/24.
+    s = np.full((12, 12), 0.5, np.float32)
+    g = np.zeros((12, 12), np.uint8)
+    g[0:2, 0:2] = 1
+    s[0:2, 0:2] = 1.0
+    g2 = np.zeros((12, 12), np.uint8)
+    g2[4:8, 4:9] = 1
+    s2 = np.full((12, 12), 0.5, np.float32)
+    s2[4:8, 4:9] = 0.0
+    res = feed([s, s2], [g, g2]).summarise()
+    assert res["aupro"] == pytest.approx(50.0)
+    assert res["aupro"] == pytest.approx(100 * brute_aupro([s, s2], [g, g2]))
+
+
+def test_aupro_regions_are_8_connected() -> None:
+    # A diagonal pair is one region (8-connectivity), half of it found; a second region fully
+    # found: PRO = (0.5 + 1) / 2 = 0.75 at FPR 0. With 4-connectivity it would be 2/3.
+    s = np.full((10, 10), 0.5, np.float32)
+    g = np.zeros((10, 10), np.uint8)
+    g[0, 0] = g[1, 1] = 1
+    s[0, 0], s[1, 1] = 1.0, 0.0
+    g[6:8, 6:8] = 1
+    s[6:8, 6:8] = 1.0
+    assert feed([s], [g]).summarise()["aupro"] == pytest.approx(75.0)
+
+
+def test_aupro_interpolates_at_the_limit() -> None:
+    # 20 % of the normal pixels outrank the only region: PRO 0 up to FPR 0.2, then 1;
+    # area up to 0.3 is 0.1 -> 33.3 %. With limit 0.2 exactly, nothing is found -> 0.
+    rng = np.random.default_rng(0)
+    s = np.zeros((10, 10), np.float32)
+    g = np.zeros((10, 10), np.uint8)
+    g[0, :5] = 1
+    s[0, :5] = 0.9
+    normal_idx = np.flatnonzero(g.ravel() == 0)
+    s.ravel()[rng.choice(normal_idx, size=19, replace=False)] = 1.0  # 19 of 95 normals = 0.2
+    res = feed([s], [g]).summarise()
+    assert res["aupro"] == pytest.approx(100 * 0.1 / 0.3)
+    assert feed([s], [g], aupro_limit=0.2).summarise()["aupro"] == pytest.approx(0.0)
+    assert feed([s], [g], aupro_limit=1.0).summarise()["aupro"] == pytest.approx(80.0)
+
+
+def test_summarise_is_repeatable_and_accepts_more_images() -> None:
+    rng = np.random.default_rng(9)
+    scores, gts = random_category(rng)
+    gts[0][0, 0] = 1
+    acc = feed(scores[:1], gts[:1])
+    first = acc.summarise()
+    assert same(acc.summarise(), first)
+    for s, g in zip(scores[1:], gts[1:], strict=True):
+        acc.add(s, g)
+    assert same(acc.summarise(), feed(scores, gts).summarise())
+
+
+def test_sigma_smooths_scores_not_masks() -> None:
+    rng = np.random.default_rng(11)
+    scores, gts = random_category(rng)
+    gts[0][1, 1] = 1
+    a = feed(scores, gts, sigma=2.0).summarise()
+    b = feed([smooth(s, 2.0) for s in scores], gts, [s > 0.5 for s in scores]).summarise()
+    assert same(a, b)
+    assert smooth(scores[0], 0) is not None and np.array_equal(smooth(scores[0], 0), scores[0])
+    assert np.allclose(smooth(scores[0], 1.0), ndimage.gaussian_filter(scores[0], 1.0))
+
+
+def test_stored_bytes_per_pixel_are_bounded() -> None:
+    rng = np.random.default_rng(12)
+    acc = CategoryAccumulator()
+    n_pixels = 0
+    for i in range(6):
+        g = (rng.random((64, 64)) < 0.3 * (i % 2)).astype(np.uint8)  # speckle: many regions
+        acc.add(rng.random((64, 64)).astype(np.float32), g)
+        n_pixels += g.size
+    assert acc.nbytes <= 6 * n_pixels
+    acc.summarise()
+    assert acc.nbytes <= 6 * n_pixels  # the sorted store replaces the chunks, not added to them
+
+
+def test_bad_inputs_are_refused() -> None:
+    acc = CategoryAccumulator()
+    with pytest.raises(ValueError, match="NaN"):
+        acc.add(np.full((3, 3), np.nan), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        acc.add(np.zeros((3, 3)), np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="HxW"):
+        acc.add(np.zeros((1, 3, 3)), np.zeros((1, 3, 3)))
+    with pytest.raises(ValueError, match="mask"):
+        acc.add(np.zeros((3, 3)), np.zeros((3, 3)), np.zeros((2, 2)))
+    assert acc.n_images == 0
+    empty = acc.summarise()
+    assert empty["n_images"] == 0 and math.isnan(empty["ap"]) and math.isnan(empty["iou_nor"])
+
+
+def test_evaluate_category_from_generator() -> None:
+    rng = np.random.default_rng(13)
+    scores, gts = random_category(rng)
+    gts[0][0, 0] = 1
+    res = evaluate_category((s, g) for s, g in zip(scores, gts, strict=True))
+    assert same(res, feed(scores, gts).summarise())
+    assert set(res) == {"ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor"} | {
+        "n_images",
+        "n_anomalous",
+        "n_normal",
+    }
+
+
+def test_mean_over_categories() -> None:
+    def r(ap, iou_nor=50.0, n=(2, 1, 1)):
+        return dict(ap=ap, f1_max=40.0, auroc=80.0, aupro=60.0, iou_ano=30.0, iou_nor=iou_nor,
+                    n_images=n[0], n_anomalous=n[1], n_normal=n[2])  # fmt: skip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = mean_over_categories({"a": r(10.0), "b": r(30.0, iou_nor=70.0)})
+    assert out["ap"] == pytest.approx(20.0) and out["f1_max"] == pytest.approx(40.0)
+    assert out["iou_nor"] == pytest.approx(60.0)
+    assert (out["n_images"], out["n_anomalous"], out["n_normal"], out["n_categories"]) == (4, 2, 2, 2)
+    assert out["skipped"] == {}
+
+    with pytest.warns(UserWarning, match="ap: c"):
+        out = mean_over_categories({"a": r(10.0), "b": r(30.0), "c": r(float("nan"))})
+    assert out["ap"] == pytest.approx(20.0)  # NaN skipped, not averaged as 0
+    assert out["auroc"] == pytest.approx(80.0)
+    assert out["skipped"] == {"ap": ["c"]}
+
+    with pytest.warns(UserWarning):
+        out = mean_over_categories({"a": r(10.0, iou_nor=float("nan"))})
+    assert math.isnan(out["iou_nor"])  # undefined everywhere stays undefined
