@@ -301,7 +301,7 @@ def test_tiny_hf_checkpoints_load_as_real_ones(tiny_backbones):
     assert SamModel.from_pretrained(tiny_backbones / "sam") is not None
     model = build(frozen_config(tiny_backbones), None)
     assert model.backbone_paths == {"lmm": str(tiny_backbones / "lmm"), "sam": str(tiny_backbones / "sam")}
-    assert model.processor.semantic.size == 128 and model.processor.pixel.size == 256
+    assert model.processor.semantic.size == 96 and model.processor.pixel.size == 256
 
 
 def test_missing_checkpoint_folder_is_a_clear_error(tmp_path):

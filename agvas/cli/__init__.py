@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import typer
 
+from agvas.cli import bench as bench_cli
+from agvas.cli import chat as chat_cli
 from agvas.cli import data as data_cli
 from agvas.cli import model as model_cli
+from agvas.cli import segment as segment_cli
+from agvas.cli import train as train_cli
 
 app = typer.Typer(help="AG-VAS: zero-shot visual anomaly segmentation.", no_args_is_help=True)
 app.add_typer(model_cli.app, name="model", help="Build, inspect and save AG-VAS models.")
 app.add_typer(data_cli.app, name="data", help="Prepare datasets, generate synthetic anomalies and instructions.")
+train_cli.register(app)
+app.command("segment")(segment_cli.segment)
+app.command("chat")(chat_cli.chat)
+app.command("bench")(bench_cli.bench)
 
 
 def main() -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from agvas.model.config import PRESETS, VARIANTS
+from agvas.model.summary import parameter_table
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -20,21 +20,6 @@ def _quiet_transformers() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-
-
-def parameter_table(model, title: str) -> Table:
-    table = Table(title=title)
-    table.add_column("part")
-    table.add_column("parameters", justify="right")
-    table.add_column("trainable", justify="right")
-    total = trainable = 0
-    for name, n, t in model.parameter_table():
-        table.add_row(name, f"{n:,}", f"{t:,}")
-        total += n
-        trainable += t
-    table.add_section()
-    table.add_row("total", f"{total:,}", f"{trainable:,}")
-    return table
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""Training AG-VAS: one accelerate loop from a CPU to multi-GPU DeepSpeed."""

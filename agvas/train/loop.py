@@ -1,0 +1,237 @@
+"""The training loop: one script from a CPU to several GPUs with DDP or DeepSpeed (via accelerate).
+
+Data order is a pure function of the step: optimiser step s consumes mixture indices
+[s·G, (s+1)·G) for the global batch G, split into micro-batches and across processes. So a resumed run
+sees exactly the samples it would have seen, and N processes see the same global batch as one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader, Sampler
+
+from agvas.data.collate import collate
+from agvas.data.io import atomic_write_json
+from agvas.model.agvas import AGVASModel
+from agvas.model.build import build_model
+from agvas.model.summary import parameter_table
+from agvas.train.config import TrainConfig
+from agvas.train.data import build_training_set
+from agvas.train.logs import MetricLog, progress_bar
+from agvas.train.state import latest_state, load_state, save_state
+
+Evaluator = Callable[[AGVASModel, int], dict[str, float]]
+
+
+class StepSampler(Sampler[int]):
+    """Indices of this process's micro-batches, from optimiser step `start` to `steps`."""
+
+    def __init__(self, start: int, steps: int, global_batch: int, micro: int, world: int, rank: int) -> None:
+        self.start, self.steps, self.g = start, steps, global_batch
+        self.micro, self.world, self.rank = micro, world, rank
+
+    def __iter__(self) -> Iterator[int]:
+        per_micro_step = self.micro * self.world
+        for step in range(self.start, self.steps):
+            base = step * self.g
+            for k in range(self.g // per_micro_step):
+                first = base + k * per_micro_step + self.rank * self.micro
+                yield from range(first, first + self.micro)
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.g // self.world
+
+
+def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up, then linear decay to zero (LISA's WarmupDecayLR)."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return f
+
+
+@dataclass
+class TrainResult:
+    step: int
+    seconds: float
+    metrics: dict[str, float]
+    out: Path
+
+
+def _accelerator(cfg: TrainConfig, accum: int):
+    from accelerate import Accelerator
+
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    plugin = None
+    if cfg.deepspeed:
+        from accelerate import DeepSpeedPlugin
+
+        plugin = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed, gradient_accumulation_steps=accum,
+                                 gradient_clipping=cfg.optim.grad_clip)
+    return Accelerator(gradient_accumulation_steps=accum, mixed_precision=mp, deepspeed_plugin=plugin)
+
+
+def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = False,
+          command: str | None = None) -> TrainResult:
+    out = Path(cfg.out)
+    probe = _accelerator(cfg, 1)
+    world = probe.num_processes
+    per_micro_step = cfg.micro_batch * world
+    if cfg.global_batch % per_micro_step:
+        raise ValueError(f"global_batch {cfg.global_batch} must be a multiple of micro_batch × processes "
+                         f"= {per_micro_step}")
+    accum = cfg.global_batch // per_micro_step
+    acc = probe if accum == 1 else _accelerator(cfg, accum)
+    main = acc.is_main_process
+
+    torch.manual_seed(cfg.seed)
+    with acc.main_process_first():
+        model = build_model(cfg.model.preset, cfg.model.variant, lmm=cfg.model.lmm, sam=cfg.model.sam,
+                            backbone_dir=out / "backbones", seed=cfg.seed, lora_rank=cfg.model.lora_rank)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.steps))
+
+    start = 0
+    state_dir = out / "states"
+    resume_from = latest_state(state_dir) if resume else None
+    if resume_from is not None and not cfg.deepspeed:
+        start = int(load_state(resume_from, model, optimizer, scheduler)["step"])
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    dataset = build_training_set(cfg.data, model.config.anchors, length=cfg.steps * cfg.global_batch, seed=cfg.seed)
+    sampler = StepSampler(start, cfg.steps, cfg.global_batch, cfg.micro_batch, world, acc.process_index)
+    loader = DataLoader(dataset, batch_size=cfg.micro_batch, sampler=sampler, num_workers=cfg.data.num_workers,
+                        collate_fn=lambda samples: model.processor(collate(samples)),
+                        persistent_workers=cfg.data.num_workers > 0)
+    wrapped, optimizer = acc.prepare(model, optimizer)
+    if resume_from is not None and cfg.deepspeed:
+        # DeepSpeed partitions the optimiser over processes: its own (trusted, self-written) format.
+        acc.load_state(str(resume_from / "deepspeed"))
+        meta = json.loads((resume_from / "state.json").read_text())
+        start = int(meta["step"])
+        scheduler.load_state_dict(meta["scheduler"])
+        sampler.start = start
+    if main and resume_from is not None:
+        print(f"resumed from {resume_from} at step {start}", file=sys.stderr)
+
+    log = MetricLog(out, resume_step=start) if main else None
+    if main:
+        Console(stderr=True).print(parameter_table(model, f"training {model.config.name}"))
+
+    t0 = time.perf_counter()
+    step = start
+    metrics: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    seen = 0
+    batches = iter(loader)
+    with progress_bar(disable=not main) as bar:
+        task = bar.add_task("train", total=cfg.steps, completed=start, status="")
+        while step < cfg.steps:
+            tick = time.perf_counter()
+            for _ in range(accum):
+                batch = {k: (v.to(acc.device) if torch.is_tensor(v) else v) for k, v in next(batches).items()}
+                with acc.accumulate(wrapped):
+                    outputs = wrapped(**batch)
+                    acc.backward(outputs.loss)
+                    if acc.sync_gradients:
+                        if cfg.dump_grads_at_step == step + 1 and main:
+                            _dump_grads(model, out / f"grads-{step + 1}.safetensors")
+                        acc.clip_grad_norm_(params, cfg.optim.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                for k, v in outputs.loss_parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
+                sums["loss"] = sums.get("loss", 0.0) + float(outputs.loss.detach()) / accum
+            scheduler.step()
+            step += 1
+            seen += 1
+            rate = cfg.global_batch / (time.perf_counter() - tick)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {k: v / seen for k, v in sums.items()}
+                row.update(lr=scheduler.get_last_lr()[0], images_per_s=rate)
+                if log is not None:
+                    log.log(step, row)
+                bar.update(task, completed=step, status=f"loss {row['loss']:.3f} {rate:.1f} img/s")
+                sums, seen = {}, 0
+            else:
+                bar.update(task, completed=step)
+            limit = cfg.time_limit_minutes
+            out_of_time = limit is not None and (time.perf_counter() - t0) / 60 > limit
+            last = step == cfg.steps or out_of_time
+            if evaluate is not None and (step % cfg.eval_every == 0 or last):
+                acc.wait_for_everyone()
+                if main:
+                    model.eval()
+                    metrics = evaluate(model, step)
+                    model.train()
+                    if log is not None:
+                        log.log(step, {f"eval/{k}": v for k, v in metrics.items()})
+                    bar.console.print(f"step {step}: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics.items()))
+            if step % cfg.save_every == 0 or last:
+                _save(acc, cfg, state_dir, step, model, optimizer, scheduler, time.perf_counter() - t0)
+            if out_of_time:
+                break
+    seconds = time.perf_counter() - t0
+    acc.wait_for_everyone()
+    if main:
+        model.eval()
+        model.save_pretrained(out / "final")
+        _write_summary(out, cfg, step, seconds, metrics, command)
+        if log is not None:
+            log.close()
+    return TrainResult(step, seconds, metrics, out)
+
+
+def _save(acc, cfg: TrainConfig, state_dir: Path, step: int, model: AGVASModel, optimizer, scheduler,
+          seconds: float) -> None:
+    acc.wait_for_everyone()
+    if cfg.deepspeed:
+        target = state_dir / f"state-{step:08d}"
+        acc.save_state(str(target / "deepspeed"))
+        if acc.is_main_process:
+            atomic_write_json(target / "state.json", {"step": step, "scheduler": scheduler.state_dict(),
+                                                      "extra": {"seconds": seconds}})
+        return
+    if acc.is_main_process:
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimiser
+        save_state(state_dir, step, model, inner, scheduler, extra={"seconds": seconds})
+
+
+def _dump_grads(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    grads = {n: p.grad.detach().contiguous().cpu() for n, p in model.named_parameters()
+             if p.requires_grad and p.grad is not None}
+    save_file(grads, str(path))
+
+
+def _write_summary(out: Path, cfg: TrainConfig, step: int, seconds: float, metrics: dict[str, Any],
+                   command: str | None) -> None:
+    atomic_write_json(out / "final" / "training.json", {
+        "command": command, "seed": cfg.seed, "steps": step, "planned_steps": cfg.steps,
+        "global_batch": cfg.global_batch, "seconds": round(seconds, 1),
+        "minutes": round(seconds / 60, 2), "final_metrics": {k: (round(v, 2) if math.isfinite(v) else None)
+                                                              for k, v in metrics.items()},
+        "config": cfg.to_dict(), "torch": torch.__version__, "python": platform.python_version(),
+    })

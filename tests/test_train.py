@@ -1,0 +1,120 @@
+"""The trainer: config validation, deterministic data order, kill-and-resume, two processes = one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from agvas.train.config import load_train_config
+from agvas.train.loop import StepSampler, lr_lambda
+
+RECIPE = {
+    "seed": 3, "steps": 6, "micro_batch": 2, "global_batch": 2, "eval_every": 1000, "save_every": 2,
+    "log_every": 1,
+    "model": {"preset": "tiny"},
+    "data": {"image_size": 64, "eval_images": 0, "num_workers": 0},
+    "optim": {"lr": 1e-3, "warmup_steps": 2},
+}
+
+
+def recipe(tmp_path: Path, **changes) -> Path:
+    raw = {**RECIPE, **changes}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_cli(*args: str, env_extra: dict | None = None, **popen) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "agvas.cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\noptim: {lrr: 1}\n")
+    with pytest.raises(ValueError, match="unknown key.*lrr"):
+        load_train_config(bad)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_train_config(tmp_path / "nope.yaml")
+    bad.write_text("micro_batch: 3\nglobal_batch: 8\n")
+    with pytest.raises(ValueError, match="multiple of micro_batch"):
+        load_train_config(bad)
+    cfg = load_train_config(recipe(tmp_path), {"optim.lr": 0.5, "steps": 9})
+    assert cfg.optim.lr == 0.5 and cfg.steps == 9 and cfg.data.image_size == 64
+
+
+def test_data_order_is_a_function_of_the_step():
+    one = list(StepSampler(0, 3, global_batch=8, micro=2, world=1, rank=0))
+    assert one == list(range(24))
+    two = [list(StepSampler(0, 3, 8, 2, 2, r)) for r in range(2)]
+    assert sorted(two[0] + two[1]) == one  # two processes cover the same global batches
+    assert two[0][:4] == [0, 1, 4, 5] and two[1][:4] == [2, 3, 6, 7]
+    assert list(StepSampler(2, 3, 8, 2, 1, 0)) == list(range(16, 24))  # resuming at step 2
+    f = lr_lambda(2, 10)
+    assert [round(f(s), 3) for s in (0, 1, 2, 6, 10)] == [0.5, 1.0, 1.0, 0.5, 0.0]
+
+
+def _final_weights(out: Path) -> dict[str, torch.Tensor]:
+    states = sorted((out / "states").glob("state-*"))
+    assert states[-1].name == "state-00000006"
+    return load_file(str(states[-1] / "weights.safetensors"))
+
+
+def test_killed_and_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path):
+    path = recipe(tmp_path)
+    finish(run_cli("train", "--config", str(path), "--out", str(tmp_path / "straight")))
+    straight = _final_weights(tmp_path / "straight")
+
+    out = tmp_path / "killed"
+    proc = run_cli("train", "--config", str(path), "--out", str(out))
+    deadline = time.time() + 300
+    while not list((out / "states").glob("state-00000002")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    states = sorted(p.name for p in (out / "states").glob("state-*"))
+    assert states and "state-00000006" not in states, states
+    assert not list((out / "final").glob("*")) if (out / "final").exists() else True
+    finish(run_cli("train", "--config", str(path), "--out", str(out), "--resume"))
+    resumed = _final_weights(out)
+    assert set(resumed) == set(straight)
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name
+    assert (out / "final" / "training.json").is_file()
+    rows = (out / "log.csv").read_text().splitlines()
+    steps = [int(float(r.split(",")[0])) for r in rows[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == 6  # no step logged twice after the resume
+
+
+def test_two_processes_give_the_gradients_of_one(tmp_path):
+    path = recipe(tmp_path, steps=1, global_batch=4, dump_grads_at_step=1, save_every=1000)
+    finish(run_cli("train", "--config", str(path), "--out", str(tmp_path / "one"), "--set", "micro_batch=4"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launch = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "agvas.cli", "train", "--config", str(path),
+         "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    one = load_file(str(tmp_path / "one" / "grads-1.safetensors"))
+    two = load_file(str(tmp_path / "two" / "grads-1.safetensors"))
+    assert set(one) == set(two) and len(one) > 50
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
