@@ -1,0 +1,84 @@
+"""Where a model comes from (a checkpoint folder, the shipped default, or a preset) and where it runs.
+
+The default device and precision follow the hardware: CUDA in bf16 where there is a GPU, CPU in fp32
+otherwise (bf16 matmuls on most CPUs are slower than fp32 and less exact).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+import agvas
+from agvas.model.agvas import AGVASModel
+from agvas.model.config import CONFIG_FILE, PRESETS
+
+DEFAULT_CHECKPOINT = Path(agvas.__file__).resolve().parents[1] / "checkpoints" / "agvas-tiny"
+"""The small trained model shipped in the repository (written by `agvas train --config configs/tiny.yaml`)."""
+
+_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+}
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint where one was expected, with how to make one."""
+
+
+class UntrainedModelWarning(UserWarning):
+    """A preset name builds random weights: its masks and answers mean nothing."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available (use --device cpu)")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}") from None
+
+
+def load_model(path_or_preset: str | Path | None, dtype: torch.dtype) -> tuple[AGVASModel, str]:
+    """The model and a description of where it came from.
+
+    A string that is a preset name and not an existing folder builds that preset with random AG-VAS
+    weights (and warns); anything else must be a checkpoint folder.
+    """
+    if path_or_preset is None:
+        path = DEFAULT_CHECKPOINT
+        if not (path / CONFIG_FILE).is_file():
+            raise CheckpointNotFoundError(
+                f"no default checkpoint at {path}. Create it by training the tiny model "
+                "(`agvas train --config configs/tiny.yaml`), or pass a checkpoint folder "
+                "(--checkpoint DIR / Segmenter.from_pretrained(DIR)), or a preset name such as 'tiny' "
+                "for an untrained model."
+            )
+        return AGVASModel.from_pretrained(path, dtype=dtype), str(path)
+    text = str(path_or_preset)
+    if text in PRESETS and not Path(text).exists():
+        from agvas.model.build import build_model
+
+        warnings.warn(f"preset {text!r} builds an UNTRAINED model with random AG-VAS weights: its masks and "
+                      "answers are meaningless (load a trained checkpoint folder for real use)",
+                      UntrainedModelWarning, stacklevel=3)
+        return build_model(text, dtype=dtype), f"preset:{text} (untrained)"
+    path = Path(text)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"checkpoint folder {path} does not exist (and {text!r} is not a preset: "
+                                      f"{', '.join(PRESETS)})")
+    return AGVASModel.from_pretrained(path, dtype=dtype), str(path)
