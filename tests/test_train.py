@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +26,12 @@ RECIPE = {
     "data": {"image_size": 64, "eval_images": 0, "num_workers": 0},
     "optim": {"lr": 1e-3, "warmup_steps": 2},
 }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def recipe(tmp_path: Path, **changes) -> Path:
@@ -105,14 +113,17 @@ def test_killed_and_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_p
 def test_two_processes_give_the_gradients_of_one(tmp_path):
     path = recipe(tmp_path, steps=1, global_batch=4, dump_grads_at_step=1, save_every=1000)
     finish(run_cli("train", "--config", str(path), "--out", str(tmp_path / "one"), "--set", "micro_batch=4"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    # accelerate's --cpu flag runs a single process; --multi_gpu with ACCELERATE_USE_CPU runs two on the CPU.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     launch = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "agvas.cli", "train", "--config", str(path),
-         "--out", str(tmp_path / "two")],
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "agvas.cli", "train", "--config", str(path), "--out", str(tmp_path / "two")],
         env=env, capture_output=True, text=True, timeout=600,
     )
     assert launch.returncode == 0, launch.stdout + launch.stderr
+    summary = json.loads((tmp_path / "two" / "final" / "training.json").read_text())
+    assert summary["processes"] == 2  # really two processes, each with half of the global batch
     one = load_file(str(tmp_path / "one" / "grads-1.safetensors"))
     two = load_file(str(tmp_path / "two" / "grads-1.safetensors"))
     assert set(one) == set(two) and len(one) > 50

@@ -7,6 +7,7 @@ import typer
 from agvas.cli import bench as bench_cli
 from agvas.cli import chat as chat_cli
 from agvas.cli import data as data_cli
+from agvas.cli import evaluate as eval_cli
 from agvas.cli import model as model_cli
 from agvas.cli import segment as segment_cli
 from agvas.cli import train as train_cli
@@ -18,6 +19,7 @@ train_cli.register(app)
 app.command("segment")(segment_cli.segment)
 app.command("chat")(chat_cli.chat)
 app.command("bench")(bench_cli.bench)
+app.command("eval")(eval_cli.evaluate)
 
 
 def main() -> None:

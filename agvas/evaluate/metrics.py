@@ -306,6 +306,45 @@ class CategoryAccumulator:
         res["n_normal"] = self.n_normal
         return res
 
+    # ------------------------------------------------------------------ sharding and curves
+    def merge(self, other: CategoryAccumulator) -> None:
+        """Append ``other``'s images after this one's, as if they had been :meth:`add`-ed here.
+
+        Why: evaluation shards images over processes; merging per-image accumulators back in the
+        images' original order rebuilds exactly the state of a single-process run (same chunks,
+        same order), so every metric is bit-identical, not just close. ``other`` is left empty.
+        """
+        if (other.threshold, other.sigma, other.aupro_limit) != (self.threshold, self.sigma, self.aupro_limit):
+            raise ValueError("cannot merge accumulators with different threshold, sigma or aupro_limit")
+        self._neg.extend(other._neg)
+        self._pos.extend(other._pos)
+        self._region_sizes.extend(other._region_sizes)
+        self._iou_ano.extend(other._iou_ano)
+        self._iou_nor.extend(other._iou_nor)
+        self.n_images += other.n_images
+        other._neg, other._pos, other._region_sizes, other._iou_ano, other._iou_nor = [], [], [], [], []
+        other.n_images = 0
+
+    def pr_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(precision, recall, thresholds) of the pooled pixels, thresholds descending.
+
+        One point per distinct anomalous score (the only thresholds where recall moves, see the
+        module notes), so ``sum(diff(recall, prepend=0) * precision)`` is the AP of
+        :meth:`pixel_metrics` (to rounding) and ``max 2PR/(P+R)`` its F1-max. Empty arrays without anomalous
+        pixels. Memory as :meth:`pixel_metrics`; the curve can hold millions of points, so a
+        plot should thin it.
+        """
+        neg = _merge_into_one(self._neg)
+        self._neg.append(neg)
+        neg.sort()
+        if not self._pos:
+            empty = np.empty(0, dtype=np.float64)
+            return empty, empty, empty.astype(np.float32)
+        u_asc, counts_asc = np.unique(np.concatenate(self._pos), return_counts=True)
+        tp = np.cumsum(counts_asc[::-1], dtype=np.float64)
+        fp = (neg.size - np.searchsorted(neg, u_asc, side="left"))[::-1].astype(np.float64)
+        return tp / (tp + fp), tp / tp[-1], u_asc[::-1].copy()
+
 
 def evaluate_category(
     samples: Iterable[tuple[Any, Any] | tuple[Any, Any, Any]],

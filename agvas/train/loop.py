@@ -197,7 +197,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
     if main:
         model.eval()
         model.save_pretrained(out / "final")
-        _write_summary(out, cfg, step, seconds, metrics, command)
+        _write_summary(out, cfg, step, seconds, metrics, command, world)
         if log is not None:
             log.close()
     return TrainResult(step, seconds, metrics, out)
@@ -227,9 +227,9 @@ def _dump_grads(model: torch.nn.Module, path: Path) -> None:
 
 
 def _write_summary(out: Path, cfg: TrainConfig, step: int, seconds: float, metrics: dict[str, Any],
-                   command: str | None) -> None:
+                   command: str | None, processes: int) -> None:
     atomic_write_json(out / "final" / "training.json", {
-        "command": command, "seed": cfg.seed, "steps": step, "planned_steps": cfg.steps,
+        "command": command, "seed": cfg.seed, "steps": step, "planned_steps": cfg.steps, "processes": processes,
         "global_batch": cfg.global_batch, "seconds": round(seconds, 1),
         "minutes": round(seconds / 60, 2), "final_metrics": {k: (round(v, 2) if math.isfinite(v) else None)
                                                               for k, v in metrics.items()},

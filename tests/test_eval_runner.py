@@ -1,0 +1,276 @@
+"""`agvas eval`: the runner's metrics equal a direct computation, reports are well-formed, sharding changes
+nothing, bad images are skipped and reported, runs compare side by side."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import precision_recall_curve
+from typer.testing import CliRunner
+
+from agvas.cli import app
+from agvas.data.io import save_mask_png, save_png
+from agvas.data.meta import Entry, load_meta, load_sample, write_meta
+from agvas.evaluate.baselines import median_deviation
+from agvas.evaluate.methods import MedianDeviationMethod, build_method
+from agvas.evaluate.metrics import CategoryAccumulator, smooth
+from agvas.evaluate.report import read_metrics
+from agvas.evaluate.runner import EvalSettings, GalleryPicker, run_evaluation
+
+SIZE = 64
+CATEGORIES = {"alpha": (2, 3), "beta": (2, 2)}  # (normal, anomalous) images
+REPORT_FILES = ("metrics.json", "metrics.md", "pr_curves.png", "gallery.png")
+
+
+def make_dataset(root: Path, seed: int = 0) -> Path:
+    """Textured surfaces; anomalous ones carry a dark blob or scratch (the GT), normal ones nothing."""
+    rng = np.random.default_rng(seed)
+    test: dict[str, list[Entry]] = {}
+    for cls, (n_normal, n_anomalous) in CATEGORIES.items():
+        entries = []
+        for k in range(n_normal + n_anomalous):
+            base = rng.normal(150, 12, (SIZE, SIZE, 1)) + rng.normal(0, 4, (SIZE, SIZE, 3))
+            mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+            if k >= n_normal:
+                y, x = rng.integers(8, SIZE - 16, 2)
+                h, w = rng.integers(3, 10, 2)
+                mask[y:y + h, x:x + w] = 1
+                base[mask > 0] -= 70
+            image = base.clip(0, 255).astype(np.uint8)
+            name = f"{cls}/{'bad' if mask.any() else 'good'}_{k}.png"
+            save_png(root / name, image)
+            mask_path = ""
+            if mask.any():
+                mask_path = f"{cls}/gt_{k}.png"
+                save_mask_png(root / mask_path, mask)
+            entries.append(Entry(name, mask_path, cls, "bad" if mask.any() else "good", int(mask.any())))
+        test[cls] = entries
+    write_meta(root, test)
+    return root
+
+
+def cli(*args: str, code: int = 0):
+    result = CliRunner().invoke(app, ["eval", *args])
+    assert result.exit_code == code, (result.output, result.exception)
+    return result
+
+
+def without_run(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if k != "run"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("eval-data"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "median"
+    cli("--data", str(dataset), "--method", "median-deviation", "--out", str(out))
+    return out
+
+
+def direct_metrics(root: Path, image_size: int | None = None) -> dict[str, dict]:
+    accs: dict[str, CategoryAccumulator] = {}
+    for cls, entries in load_meta(root).items():
+        acc = accs[cls] = CategoryAccumulator()
+        for entry in entries:
+            sample = load_sample(root, entry)
+            image, gt = sample.image, sample.mask
+            if image_size:
+                image = np.asarray(Image.fromarray(image).resize((image_size,) * 2, Image.Resampling.BICUBIC))
+                gt = np.asarray(Image.fromarray(gt).resize((image_size,) * 2, Image.Resampling.NEAREST))
+            amap, mask = median_deviation(image)
+            acc.add(amap, gt, mask)
+    return {cls: acc.summarise() for cls, acc in accs.items()}
+
+
+def same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+# ---------------------------------------------------------------------------------------- accumulator additions
+def test_merging_per_image_accumulators_is_exact_and_pr_curve_matches_sklearn():
+    rng = np.random.default_rng(3)
+    whole = CategoryAccumulator(sigma=1.0)
+    merged = CategoryAccumulator(sigma=1.0)
+    scores, labels = [], []
+    for k in range(5):
+        score = rng.random((24, 24)).round(2)  # ties on purpose
+        gt = np.zeros((24, 24), dtype=np.uint8)
+        if k % 2:
+            gt[5:12, 6:14] = 1
+            gt[18:20, 2:4] = 1
+            score[gt > 0] += 0.3
+        whole.add(score, gt)
+        one = CategoryAccumulator(sigma=1.0)
+        one.add(score, gt)
+        merged.merge(one)
+        assert one.n_images == 0 and one.nbytes == 0
+        scores.append(smooth(score, 1.0).astype(np.float32).ravel())
+        labels.append(gt.ravel())
+    a, b = whole.summarise(), merged.summarise()
+    assert a.keys() == b.keys() and all(same(float(a[k]), float(b[k])) for k in a)
+    with pytest.raises(ValueError):
+        merged.merge(CategoryAccumulator(sigma=0.0))
+
+    precision, recall, thresholds = merged.pr_curve()
+    assert np.all(np.diff(thresholds) < 0) and recall[-1] == 1.0
+    ap = float(np.sum(np.diff(recall, prepend=0.0) * precision))
+    assert ap * 100 == pytest.approx(b["ap"], abs=1e-9)
+    f1 = np.max(2 * precision * recall / (precision + recall))
+    assert f1 * 100 == pytest.approx(b["f1_max"], abs=1e-9)
+    sk_p, sk_r, sk_t = precision_recall_curve(np.concatenate(labels), np.concatenate(scores))
+    at = {float(t): (p, r) for p, r, t in zip(sk_p, sk_r, sk_t, strict=False)}
+    for p, r, t in zip(precision, recall, thresholds, strict=True):
+        assert at[float(t)] == pytest.approx((p, r), abs=1e-12)
+    empty = CategoryAccumulator()
+    empty.add(np.zeros((4, 4)), np.zeros((4, 4)))
+    assert all(x.size == 0 for x in empty.pr_curve())
+
+
+def test_gallery_picker_ignores_arrival_order():
+    ious = [0.5, 0.9, 0.1, 0.9, 0.3, 0.7, 0.0]
+    one = GalleryPicker(2)
+    for i, v in enumerate(ious):
+        one.offer(i, True, v, np.full((2, 2), i % 2, dtype=bool))
+    a, b = GalleryPicker(2), GalleryPicker(2)
+    for i, v in enumerate(ious):
+        (a if i % 2 else b).offer(i, True, v, np.full((2, 2), i % 2, dtype=bool))
+    two = GalleryPicker(2)
+    two.absorb(b)
+    two.absorb(a)
+    assert one.selection() == two.selection() == [("best", 1, 0.9), ("best", 3, 0.9), ("worst", 6, 0.0),
+                                                   ("worst", 2, 0.1)]
+    assert set(one.masks) == set(two.masks) == {1, 2, 3, 6}
+
+
+# ---------------------------------------------------------------------------------------- runner and CLI
+def test_median_deviation_through_the_runner_equals_direct_computation(dataset, tmp_path):
+    result = run_evaluation(MedianDeviationMethod(), dataset, EvalSettings(batch_size=3), tmp_path)
+    direct = direct_metrics(dataset)
+    assert list(result.categories) == list(direct) == ["alpha", "beta"]
+    for cls, expected in direct.items():
+        got = result.categories[cls]
+        assert got.keys() == expected.keys()
+        assert all(same(float(got[k]), float(expected[k])) for k in expected), cls
+    assert result.failed == [] and result.n_evaluated == 9
+    mean = np.mean([direct[c]["ap"] for c in direct])
+    assert result.mean["ap"] == pytest.approx(mean, abs=1e-12)
+    with pytest.raises(ValueError, match="no --checkpoint"):
+        build_method("median-deviation", checkpoint="x")
+
+
+def test_agvas_checkpoint_run_writes_a_well_formed_report(dataset, tiny_backbones, tmp_path, reference_run):
+    from model_fixtures import build
+
+    from agvas.model.config import preset_config
+
+    ckpt = build(preset_config("tiny"), tiny_backbones).save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "agvas-run"
+    cli("--data", str(dataset), "--checkpoint", str(ckpt), "--batch-size", "4", "--out", str(out))
+    for name in REPORT_FILES:
+        assert (out / name).is_file(), name
+    raw = json.loads((out / "metrics.json").read_text())  # strict JSON: undefined metrics are null
+    assert raw["method"]["name"] == "agvas" and raw["method"]["mode"] == "direct"
+    assert raw["method"]["checkpoint"] == str(ckpt)
+    assert raw["counts"] == {"listed": 9, "evaluated": 9, "failed": 0, "anomalous": 5, "normal": 4, "categories": 2}
+    assert raw["protocol"]["image_size"] is None and raw["protocol"]["sigma"] == 0.0 and raw["failed"] == []
+    assert {"seconds", "processes", "images_per_second"} <= raw["run"].keys()
+    for res in [raw["mean"], *raw["categories"].values()]:
+        for key in ("ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor"):
+            assert res[key] is None or 0.0 <= res[key] <= 100.0, (key, res[key])
+    assert raw["categories"]["alpha"]["n_images"] == 5
+    md = (out / "metrics.md").read_text()
+    assert "| Category | AP | F1-max | IoU_ano | IoU_nor |" in md
+    assert "| alpha |" in md and "| beta |" in md and "**Mean (2)**" in md
+    assert "Table 1 form (AP, F1-Max, IoU_ano)" in md
+    with Image.open(out / "pr_curves.png") as im:
+        assert im.size == (900, 600) and im.mode == "RGB"
+    with Image.open(out / "gallery.png") as im:
+        assert im.mode == "RGB" and im.width > 3 * 64 and im.height > 4 * 64
+
+    # (c) side by side with the training-free reference
+    cmp_out = tmp_path / "cmp"
+    res = cli("--compare", str(out), str(reference_run), "--out", str(cmp_out))
+    comp = json.loads((cmp_out / "comparison.json").read_text())
+    assert [r["run"] for r in comp["runs"]] == ["agvas-run", "median"] and comp["notes"] == []
+    reference = read_metrics(reference_run)
+    assert comp["runs"][1]["ap"] == pytest.approx(reference["mean"]["ap"])
+    md = (cmp_out / "comparison.md").read_text()
+    assert "| Run | Method | Dataset | AP | F1-max | IoU_ano | IoU_nor |" in md
+    assert "| agvas-run | agvas (direct) |" in md and "| median | median-deviation |" in md
+    assert "agvas-run" in res.output
+    cli("--compare", str(tmp_path / "nowhere"), code=2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_write_the_same_report_as_one(dataset, reference_run, tmp_path):
+    """`accelerate launch --cpu` starts ONE process whatever --num_processes says (its simple launcher; several
+    CPU processes need mpirun), so two CPU workers come from the torchrun-based --multi_gpu launcher with
+    ACCELERATE_USE_CPU set: gloo on the CPU, and the same launch path as several GPUs."""
+    out = tmp_path / "sharded"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
+           "CUDA_VISIBLE_DEVICES": ""}
+    launch = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", str(_free_port()), "-m", "agvas.cli", "eval", "--data", str(dataset),
+         "--method", "median-deviation", "--batch-size", "2", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    one = json.loads((reference_run / "metrics.json").read_text())
+    two = json.loads((out / "metrics.json").read_text())
+    assert two["run"]["processes"] == 2 and one["run"]["processes"] == 1
+    assert without_run(two) == without_run(one)
+    for name in ("pr_curves.png", "gallery.png"):  # same curves, same picked images and masks
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+    assert not (out / ".eval-shards").exists()
+
+
+def test_a_corrupt_image_is_reported_and_skipped(dataset, tmp_path):
+    root = make_dataset(tmp_path / "data")
+    broken = root / load_meta(root)["beta"][3].img_path
+    broken.write_bytes(b"this is not a png")
+    out = tmp_path / "out"
+    result = cli("--data", str(root), "--method", "median-deviation", "--out", str(out), code=1)
+    assert "failed" in result.output
+    doc = read_metrics(out)
+    assert [f["path"] for f in doc["failed"]] == [str(broken.relative_to(root))]
+    assert "cannot read image" in doc["failed"][0]["error"]
+    assert doc["counts"]["evaluated"] == 8 and doc["counts"]["failed"] == 1
+    assert doc["categories"]["beta"]["n_images"] == 3
+    assert "Failed images (1)" in (out / "metrics.md").read_text()
+    for name in REPORT_FILES:
+        assert (out / name).is_file()
+
+
+def test_image_size_resizes_images_and_masks_before_evaluation(dataset, tmp_path):
+    out = tmp_path / "resized"
+    cli("--data", str(dataset), "--method", "median-deviation", "--image-size", "40", "--limit", "4",
+        "--out", str(out))
+    doc = read_metrics(out)
+    assert doc["protocol"]["image_size"] == 40 and doc["protocol"]["limit"] == 4
+    assert doc["counts"]["listed"] == 8  # alpha: 4 of 5 (evenly spread), beta: all 4
+    full = direct_metrics(dataset, image_size=40)
+    assert same(doc["categories"]["beta"]["ap"], full["beta"]["ap"])
+    assert same(doc["categories"]["beta"]["iou_ano"], full["beta"]["iou_ano"])
+    assert doc["categories"]["beta"]["ap"] != direct_metrics(dataset)["beta"]["ap"]  # the size changed what is scored
+    with Image.open(out / "gallery.png") as im:
+        assert im.height > 0
