@@ -10,6 +10,7 @@ from agvas.cli import data as data_cli
 from agvas.cli import evaluate as eval_cli
 from agvas.cli import model as model_cli
 from agvas.cli import segment as segment_cli
+from agvas.cli import serve as serve_cli
 from agvas.cli import train as train_cli
 
 app = typer.Typer(help="AG-VAS: zero-shot visual anomaly segmentation.", no_args_is_help=True)
@@ -19,6 +20,7 @@ train_cli.register(app)
 app.command("segment")(segment_cli.segment)
 app.command("chat")(chat_cli.chat)
 app.command("bench")(bench_cli.bench)
+app.command("serve")(serve_cli.serve)
 app.command("eval")(eval_cli.evaluate)
 
 

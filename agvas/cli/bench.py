@@ -17,6 +17,8 @@ def bench(
     device: str | None = typer.Option(None, help="cpu, cuda, ... [default: cuda if available]"),
     dtype: str | None = typer.Option(None, help="bf16, fp16 or fp32 [default: bf16 on CUDA, fp32 on CPU]"),
     repeats: int = typer.Option(3, min=1, help="repeats of the throughput runs (median)"),
+    serve_load: bool = typer.Option(False, "--serve-load", help="also load-test `agvas serve` in-process on a "
+                                                                "loopback port: 8 clients, 200 requests (p50/p95)"),
 ) -> None:
     """Measure inference speed and memory of a checkpoint on synthetic images."""
     from agvas.cli.model import _quiet_transformers
@@ -29,6 +31,13 @@ def bench(
     segmenter = load_segmenter(checkpoint, device, err, dtype)
     with err.status(f"benchmarking on {images} image(s) of {size}x{size} ..."):
         report = run_benchmark(segmenter, synthetic_images(images, (size, size)), repeats=repeats)
+    if serve_load:
+        from agvas.serve.loadtest import serve_load_benchmark
+
+        with err.status("load-testing the HTTP server: 8 clients, 200 requests ..."):
+            report["serve_load"] = load = serve_load_benchmark(segmenter, clients=8, requests=200)
+        err.print(f"server: {load['succeeded']}/{load['requests']} ok, p50 {load['latency_ms']['p50']:.1f} ms, "
+                  f"p95 {load['latency_ms']['p95']:.1f} ms, {load['throughput_rps']:.1f} req/s")
     atomic_write_json(out, report)
     tp = report["throughput_images_per_s"]
     err.print(f"fast {report['latency_ms']['fast']:.1f} ms, generation {report['latency_ms']['generation']:.1f} ms "

@@ -1,0 +1,47 @@
+"""`agvas serve`: the web page and the HTTP API in one process (see agvas.serve).
+
+The checkpoint is loaded before the port is bound, so a missing or broken checkpoint is a clear
+error at start-up, not a server that answers 503 to everyone.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+
+def serve(
+    checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name [default: checkpoints/"
+                                                      "agvas-tiny]"),
+    host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback exposes the server"),
+    port: int = typer.Option(7860, min=0, max=65535, help="port to listen on"),
+    max_upload_mb: float = typer.Option(20.0, min=0.01, help="largest accepted image file, in MB"),
+    max_pixels: int | None = typer.Option(None, min=1, help="largest accepted image, in pixels [default: "
+                                                             "4096*4096]"),
+    max_batch: int = typer.Option(8, min=1, help="most requests the model worker runs in one batch"),
+    max_queue: int = typer.Option(64, min=1, help="requests waiting beyond this get 503 (retry later)"),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]"),
+    max_new_tokens: int = typer.Option(256, min=1, help="answer length limit of the generating modes"),
+) -> None:
+    """Serve the web page (/) and the HTTP API (/v1/segment, /v1/chat, /healthz, /docs)."""
+    from agvas.cli.model import _quiet_transformers
+    from agvas.cli.segment import load_segmenter
+    from agvas.serve.images import DEFAULT_MAX_PIXELS
+    from agvas.serve.server import is_loopback
+
+    err = Console(stderr=True)
+    _quiet_transformers()
+    segmenter = load_segmenter(checkpoint, device, err)  # exits 2 with the loader's message
+
+    import uvicorn
+
+    from agvas.serve.app import create_app
+
+    app = create_app(segmenter, max_upload_mb=max_upload_mb, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                     max_batch=max_batch, max_queue=max_queue, max_new_tokens=max_new_tokens)
+    if not is_loopback(host):
+        err.print(f"[yellow]warning:[/yellow] binding {host}: the server has no authentication; anyone who can "
+                  "reach this address can use it")
+    err.print(f"model {segmenter.source} on {segmenter.device}; page http://{host}:{port}/ , API docs "
+              f"http://{host}:{port}/docs")
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,143 @@
+"""The API's request options and responses: one place that the handlers, the OpenAPI schema and the
+page's expectations all follow.
+
+Options arrive as a JSON string in a multipart field next to the image (a file and structured options
+cannot share one JSON body), so they are validated here by pydantic rather than by FastAPI's form
+parsing; unknown keys are refused so a typo ("instructions") fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agvas.anchors import IMAGE_PLACEHOLDER
+
+Mode = Literal["direct", "describe", "describe-plus", "explain"]
+MAX_TEXT = 2000
+"""Characters of one instruction, expectation or chat message."""
+MAX_CHAT_TURNS = 16
+"""Earlier question/answer pairs a chat request may carry (the prompt grows with every turn)."""
+
+
+def _clean_text(value: str | None) -> str | None:
+    """Blank means absent, and the image placeholder is the server's to place."""
+    if value is None:
+        return None
+    value = value.strip()
+    if IMAGE_PLACEHOLDER in value:
+        raise ValueError(f"{IMAGE_PLACEHOLDER} is reserved: the uploaded image is already part of the prompt")
+    return value or None
+
+
+class SegmentOptions(BaseModel):
+    """The `options` field of POST /v1/segment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Mode = Field("direct", description="direct (fastest), describe, describe-plus or explain")
+    instruction: str | None = Field(None, max_length=MAX_TEXT, description="replaces the mode's fixed question")
+    expectation: str | None = Field(None, max_length=MAX_TEXT,
+                                    description="the normal appearance, one sentence (required by describe-plus)")
+    visuals: bool = Field(False, description="also return overlay and heat-map PNGs (what the web page shows)")
+
+    @field_validator("instruction", "expectation")
+    @classmethod
+    def _texts(cls, value: str | None) -> str | None:
+        return _clean_text(value)
+
+    @model_validator(mode="after")
+    def _expectation_needed(self) -> SegmentOptions:
+        if self.mode == "describe-plus" and not self.expectation:
+            raise ValueError("mode 'describe-plus' needs 'expectation': a sentence describing the normal "
+                             "appearance (e.g. 'A normal hazelnut has a smooth, uniformly brown shell.')")
+        return self
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(..., max_length=4 * MAX_TEXT)
+
+
+class ChatOptions(BaseModel):
+    """The `options` field of POST /v1/chat: the new question and the dialogue so far.
+
+    The server keeps no sessions: the client sends back the `history` of the previous response, so a
+    restart, a second tab or a second server loses nothing and no session ever needs expiring.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(..., min_length=1, max_length=MAX_TEXT, description="the new question")
+    history: list[ChatMessage] = Field(default_factory=list, max_length=2 * MAX_CHAT_TURNS,
+                                       description="earlier turns, exactly as the last response returned them")
+    visuals: bool = Field(False, description="also return overlay and heat-map PNGs")
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, value: str) -> str:
+        cleaned = _clean_text(value)
+        if not cleaned:
+            raise ValueError("the message is empty")
+        return cleaned
+
+    @field_validator("history")
+    @classmethod
+    def _alternates(cls, history: list[ChatMessage]) -> list[ChatMessage]:
+        for i, msg in enumerate(history):
+            expected = "user" if i % 2 == 0 else "assistant"
+            if msg.role != expected:
+                raise ValueError(f"history[{i}] should be a {expected} message: turns alternate user, assistant, "
+                                 "starting with the user")
+            if IMAGE_PLACEHOLDER in msg.content:
+                raise ValueError(f"history[{i}] contains {IMAGE_PLACEHOLDER}, which is reserved")
+        if len(history) % 2:
+            raise ValueError("history must end with an assistant message (send the last response's history)")
+        return history
+
+
+class SegmentResponse(BaseModel):
+    text: str = Field(..., description="the model's answer")
+    score: float = Field(..., description="image-level anomaly score: the maximum of the probability map")
+    anomalous: bool = Field(..., description="the decision: the mask is non-empty")
+    area_fraction: float = Field(..., description="fraction of the image inside the mask")
+    mode: str
+    anchors_found: bool = Field(..., description="false when the answer held no anchors (then the mask is empty)")
+    note: str | None = None
+    width: int
+    height: int
+    mask_png_base64: str = Field(..., description="the mask at the image's size, PNG, 0 = normal, 255 = anomalous")
+    overlay_png_base64: str | None = Field(None, description="with visuals: heat map blended on the image "
+                                                             "(at most 1024 px a side)")
+    heat_png_base64: str | None = Field(None, description="with visuals: the probability map, colour-coded")
+    elapsed_ms: float = Field(..., description="time from upload to result, queueing included")
+
+
+class ChatResponse(SegmentResponse):
+    history: list[ChatMessage] = Field(..., description="the dialogue including this turn: send it back next time")
+    turn: int
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    queue: int = Field(..., description="requests waiting for or being processed by the model worker")
+    detail: str | None = None
+
+
+class ServerInfo(BaseModel):
+    model: str
+    source: str | None
+    device: str
+    modes: list[str]
+    max_upload_mb: float
+    max_pixels: int
+    max_batch: int
+    chat_history: str = "client-side: each /v1/chat request carries the dialogue so far"
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(..., description="a short code, e.g. payload_too_large")
+    message: str = Field(..., description="what went wrong and what to do about it")
