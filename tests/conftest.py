@@ -6,7 +6,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# One intra-op thread: on two cores, two OpenMP threads spin-wait on each other whenever anything else
+# runs (a subprocess a test starts, a server thread), several times slower than one (measured).
+torch.set_num_threads(1)
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from model_fixtures import build
 from PIL import Image
-from test_infer import fit_direct_answer, one_thread, random_images  # noqa: F401 - one_thread is a fixture
+from test_infer import fit_direct_answer, random_images
 from typer.testing import CliRunner
 
 from agvas.cli import app

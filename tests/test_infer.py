@@ -33,16 +33,6 @@ from agvas.model.losses import text_loss
 SIZES = [(64, 64), (48, 80), (70, 50)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on two cores shared with other jobs, two OpenMP threads spin-wait on each
-    other and run several times slower (measured). Restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def fit_direct_answer(model: AGVASModel, max_steps: int = 120, lr: float = 5e-3) -> int:
     """Teach a tiny model to answer the direct question with the direct answer (text CE only), on the
     images the tests use.
