@@ -180,8 +180,8 @@ class ModelWorker:
         except BaseException:
             for job in jobs:
                 if not job.future.done():
-                    job.future.set_exception(WorkerUnavailable("the model worker died while processing this "
-                                                               "request; restart the server"))
+                    self._finish(job, error=WorkerUnavailable("the model worker died while processing this "
+                                                              "request; restart the server"))
             raise
 
     def _run_group(self, group: list[Job]) -> None:
@@ -192,12 +192,22 @@ class ModelWorker:
                 for job in group:
                     self._run_group([job])
                 return
-            group[0].future.set_exception(err)
+            self._finish(group[0], error=err)
             return
         self.batches += 1
         for job, result in zip(group, results, strict=True):
-            job.future.set_result(result)
             self.processed += 1
+            self._finish(job, result=result)
+
+    def _finish(self, job: Job, result: SegmentationResult | None = None, error: BaseException | None = None) -> None:
+        """Leave the in-flight count *before* the caller is woken, so that a client reading /healthz right
+        after its answer never sees its own request still pending."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
 
     def _run_model(self, group: list[Job]) -> list[SegmentationResult]:
         options = group[0].options
