@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -188,8 +189,16 @@ def test_real_policy_freezes_backbones_and_trains_lora_and_anchor_rows(tiny_back
     assert all(not p.requires_grad for p in model.pixel_encoder.parameters())
 
 
-def test_llava15_family_with_tied_embeddings(tiny_backbones):
-    model = build(frozen_config(tiny_backbones, lmm="llava15"), None)
+def test_llava15_family_with_tied_embeddings(tiny_backbones, tmp_path):
+    import shutil
+
+    # llava-hf's LLaVA-1.5 tokenizer has no chat template of its own: the Vicuna one is supplied.
+    folder = tmp_path / "llava15"
+    shutil.copytree(tiny_backbones / "llava15", folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    model = build(dataclasses.replace(frozen_config(tiny_backbones), lmm=str(folder)), None)
+    text = model.tokenizer.apply_chat_template(conversation(), tokenize=False)
+    assert text.startswith("A chat between") and "USER: <image>" in text and "ASSISTANT: Sure, it is" in text
     assert isinstance(model.base_lmm, LlavaForConditionalGeneration)
     # CLIP tower: layer -2 with the CLS token dropped.
     assert model.semantic_encoder.num_tokens == (112 // 14) ** 2

@@ -102,7 +102,7 @@ class AGVASModel(nn.Module):
         lmm = backbones.load_lmm(lmm_path, dtype)
         sam = backbones.load_sam(sam_path, dtype)
         tok_path = str(base) if base is not None and (base / "tokenizer_config.json").exists() else lmm_path
-        tokenizer = backbones.load_tokenizer(tok_path)
+        tokenizer = backbones.load_tokenizer(tok_path, lmm.config.model_type)
         add_anchor_tokens(tokenizer)
         if lmm.get_input_embeddings().num_embeddings < len(tokenizer):
             lmm.resize_token_embeddings(len(tokenizer), mean_resizing=False)

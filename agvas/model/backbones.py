@@ -66,8 +66,23 @@ def load_sam(path: str, dtype: torch.dtype = torch.float32) -> SamModel:
     return SamModel.from_pretrained(path, dtype=dtype)
 
 
-def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(path)
+# LLaVA-1.5 (Vicuna v1) conversation format. llava-hf ships it only with the processor, in a
+# multimodal-content form; AG-VAS conversations are plain strings with an "<image>" placeholder.
+VICUNA_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first %}A chat between a curious human and an artificial "
+    "intelligence assistant. The assistant gives helpful, detailed, and polite answers to the human's "
+    "questions. {% endif %}{% if message['role'] == 'user' %}USER: {{ message['content'] }} "
+    "{% elif message['role'] == 'assistant' %}ASSISTANT: {{ message['content'] }}{{ eos_token }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def load_tokenizer(path: str, model_type: str | None = None) -> PreTrainedTokenizerBase:
+    """The LMM's tokenizer; LLaVA-1.5's gets its Vicuna chat template when the folder has none."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.chat_template is None and model_type == "llava":
+        tokenizer.chat_template = VICUNA_TEMPLATE
+    return tokenizer
 
 
 @dataclass(frozen=True)
