@@ -85,7 +85,7 @@ def _final_weights(out: Path) -> dict[str, torch.Tensor]:
 
 
 def test_killed_and_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path):
-    path = recipe(tmp_path)
+    path = recipe(tmp_path, micro_batch=1)  # two micro-batches accumulated per step
     finish(run_cli("train", "--config", str(path), "--out", str(tmp_path / "straight")))
     straight = _final_weights(tmp_path / "straight")
 

@@ -28,9 +28,6 @@ from agvas.model.processor import AGVASProcessor, add_anchor_tokens
 from agvas.model.refiner import TokenRefiner
 from agvas.model.spam import SemanticPixelAlignment
 
-WEIGHTS_FILE = "model.safetensors"
-ADAPTER_DIR = "adapter"
-
 
 @dataclass
 class AGVASOutput:
@@ -83,11 +80,10 @@ class AGVASModel(nn.Module):
         self._sam = [sam]  # kept for saving trained tiny backbones; not a submodule (its decoder is unused)
         self.backbone_paths: dict[str, str] = {}
         self.tokenizer = tokenizer
-        anchor_ids = add_anchor_tokens(tokenizer)
-        self.anchor_ids = [anchor_ids[a] for a in self.decoder.anchors]
         n_sem = self.semantic_encoder.num_tokens
         self.processor = AGVASProcessor(tokenizer, lmm.config.image_token_id, n_sem,
                                         n_sem if config.use_spam else 0, semantic_spec, pixel_spec)
+        self.anchor_ids = [self.processor.anchor_ids[a] for a in self.decoder.anchors]
 
     # ---- construction -----------------------------------------------------------------------------
     @classmethod

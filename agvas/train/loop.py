@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -90,14 +91,17 @@ def _accelerator(cfg: TrainConfig, accum: int):
 def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = False,
           command: str | None = None) -> TrainResult:
     out = Path(cfg.out)
-    probe = _accelerator(cfg, 1)
-    world = probe.num_processes
+    # The launcher (accelerate launch, torchrun) says how many processes there are; the accumulation that
+    # makes up the global batch must be known before the one Accelerator of the run is made.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     per_micro_step = cfg.micro_batch * world
     if cfg.global_batch % per_micro_step:
         raise ValueError(f"global_batch {cfg.global_batch} must be a multiple of micro_batch × processes "
                          f"= {per_micro_step}")
     accum = cfg.global_batch // per_micro_step
-    acc = probe if accum == 1 else _accelerator(cfg, accum)
+    acc = _accelerator(cfg, accum)
+    if acc.num_processes != world:
+        raise RuntimeError(f"{acc.num_processes} processes run, but the launcher announced {world}")
     main = acc.is_main_process
 
     torch.manual_seed(cfg.seed)
