@@ -129,3 +129,17 @@ def test_two_processes_give_the_gradients_of_one(tmp_path):
     assert set(one) == set(two) and len(one) > 50
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_log_rows_merge_evaluation_into_their_step_and_survive_a_resume(tmp_path):
+    from agvas.train.logs import MetricLog
+
+    log = MetricLog(tmp_path, tensorboard=False)
+    log.log(10, {"loss": 2.0})
+    log.log(10, {"eval/ap": 30.0})
+    log.log(20, {"loss": 1.0})
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,eval/ap" and rows[1] == "10,2.0,30.0" and rows[2].startswith("20,1.0")
+    resumed = MetricLog(tmp_path, resume_step=10, tensorboard=False)
+    resumed.log(20, {"loss": 1.5})
+    assert (tmp_path / "log.csv").read_text().splitlines()[2].startswith("20,1.5")

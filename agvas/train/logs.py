@@ -10,7 +10,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 
 class MetricLog:
-    """Appends one row per logged step; on resume, rows past the resumed step are dropped first."""
+    """One row per logged step (evaluation figures join that step's row); on resume, rows past the resumed
+    step are dropped first."""
 
     def __init__(self, folder: Path, resume_step: int = 0, tensorboard: bool = True) -> None:
         self.path = folder / "log.csv"
@@ -30,7 +31,10 @@ class MetricLog:
     def log(self, step: int, values: dict[str, float]) -> None:
         row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
                                 for k, v in values.items()}}
-        self.rows.append(row)
+        if self.rows and int(float(self.rows[-1]["step"])) == step:
+            self.rows[-1].update(row)
+        else:
+            self.rows.append(row)
         fields: list[str] = []
         for r in self.rows:
             fields += [k for k in r if k not in fields]

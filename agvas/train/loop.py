@@ -114,11 +114,12 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.steps))
 
-    start = 0
+    start, elapsed = 0, 0.0
     state_dir = out / "states"
     resume_from = latest_state(state_dir) if resume else None
     if resume_from is not None and not cfg.deepspeed:
-        start = int(load_state(resume_from, model, optimizer, scheduler)["step"])
+        meta = load_state(resume_from, model, optimizer, scheduler)
+        start, elapsed = int(meta["step"]), float(meta["extra"].get("seconds", 0.0))
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -133,7 +134,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
         # DeepSpeed partitions the optimiser over processes: its own (trusted, self-written) format.
         acc.load_state(str(resume_from / "deepspeed"))
         meta = json.loads((resume_from / "state.json").read_text())
-        start = int(meta["step"])
+        start, elapsed = int(meta["step"]), float(meta["extra"].get("seconds", 0.0))
         scheduler.load_state_dict(meta["scheduler"])
         sampler.start = start
     if main and resume_from is not None:
@@ -143,7 +144,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
     if main:
         Console(stderr=True).print(parameter_table(model, f"training {model.config.name}"))
 
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() - elapsed  # wall time counts over resumes, for the limit and training.json
     step = start
     metrics: dict[str, float] = {}
     sums: dict[str, float] = {}
