@@ -205,6 +205,8 @@ class AGVASModel(nn.Module):
                 attention_mask: Tensor | None = None, labels: Tensor | None = None, masks: Tensor | None = None,
                 has_mask: Tensor | None = None, resized_sizes: Tensor | None = None,
                 original_sizes: Tensor | None = None) -> AGVASOutput:
+        """Maps come back at the masks' size (or low-res without masks). `original_sizes` is accepted so a
+        processor batch can be passed as is; per-image original sizes are restored by the inference code."""
         f_s, f_p = self.encode_images(semantic_pixels, sam_pixels)
         embeds = self.embed_inputs(input_ids, f_s, f_p)
         hidden, logits = self.run_llm(embeds, attention_mask)
@@ -220,7 +222,8 @@ class AGVASModel(nn.Module):
     def upsample(self, low: Tensor | None, resized_sizes: Tensor | None, size: tuple[int, int] | None) -> Tensor | None:
         """Low-res logits -> SAM's padded input frame -> crop the valid region -> `size` (SAM's post-processing).
 
-        Without `size` the low-res logits are returned; per-image original sizes are handled by `postprocess`.
+        Without `size` the low-res logits are returned. Images of different sizes are upsampled one by one
+        (agvas.infer.result.build_results does so).
         """
         if low is None or size is None:
             return low
@@ -229,7 +232,7 @@ class AGVASModel(nn.Module):
         if resized_sizes is not None:
             h, w = (int(v) for v in resized_sizes[0])
             if not bool((resized_sizes == resized_sizes[0]).all()):
-                raise ValueError("a training batch must hold images of one size; use postprocess() for mixed sizes")
+                raise ValueError("a training batch must hold images of one size; upsample mixed sizes image by image")
             full = full[..., :h, :w]
         return F.interpolate(full, size, mode="bilinear", align_corners=False).squeeze(1)
 
