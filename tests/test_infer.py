@@ -165,6 +165,22 @@ def test_variant_without_seg_head(tiny_backbones):
     np.testing.assert_allclose(r.anomaly_map, r.ano_map)
 
 
+def test_borrowing_a_training_model_leaves_it_as_it_was(tiny_backbones, fitted_checkpoint):
+    """The trainer's check runs the fast path on the live model: nothing frozen, cast or left in eval mode,
+    and the maps are those of a Segmenter that owns a copy of the same weights."""
+    model = AGVASModel.from_pretrained(fitted_checkpoint)
+    model.train()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    with Segmenter.borrowing(model) as seg:
+        assert not model.training
+        borrowed = seg.segment(random_images(), batch_size=3)
+    assert model.training and {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    owned = Segmenter.from_pretrained(fitted_checkpoint, device="cpu").segment(random_images(), batch_size=3)
+    for a, b in zip(borrowed, owned, strict=True):
+        np.testing.assert_allclose(a.anomaly_map, b.anomaly_map, atol=1e-5)
+        assert (a.mask == b.mask).all()
+
+
 # ---- modes and chat --------------------------------------------------------------------------------
 def test_mode_errors(segmenter):
     with pytest.raises(ValueError, match="needs expectation"):

@@ -14,7 +14,8 @@ Two paths produce the masks:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,37 @@ class Segmenter:
 
     def __init__(self, model: AGVASModel, device: str | torch.device | None = None,
                  dtype: str | torch.dtype | None = None, source: str | None = None, quantized: bool = False) -> None:
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = model.eval().requires_grad_(False)
+        self._attach(model.eval().requires_grad_(False), resolve_device(device), dtype, source)
         # A quantised LLM is already on its device and must not be cast; the rest was built in self.dtype.
         if quantized:
             self.model.to(self.device)
         else:
             self.model.to(device=self.device, dtype=self.dtype)
+
+    def _attach(self, model: AGVASModel, device: torch.device, dtype: str | torch.dtype | None,
+                source: str | None) -> None:
+        self.device = device
+        self.dtype = resolve_dtype(dtype, device)
+        self.model = model
         self.source = source
         self.timer: NullTimer = NullTimer()
         self._prompts: dict[tuple, EncodedText] = {}
+
+    @classmethod
+    @contextmanager
+    def borrowing(cls, model: AGVASModel) -> Iterator[Segmenter]:
+        """A Segmenter over a model that is being trained, for the trainer's periodic evaluation: the model
+        stays where it is, in its precision, with its trainable parameters; only eval mode is set for the
+        duration and the previous mode restored after, so training resumes exactly as it was."""
+        first = next(model.parameters())
+        seg = cls.__new__(cls)
+        seg._attach(model, first.device, first.dtype, source=None)
+        was_training = model.training
+        model.eval()
+        try:
+            yield seg
+        finally:
+            model.train(was_training)
 
     @classmethod
     def from_pretrained(cls, path_or_preset: str | Path | None = None, device: str | torch.device | None = None,
