@@ -209,7 +209,7 @@ def test_agvas_checkpoint_run_writes_a_well_formed_report(dataset, tiny_backbone
     assert comp["runs"][1]["ap"] == pytest.approx(reference["mean"]["ap"])
     md = (cmp_out / "comparison.md").read_text()
     assert "| Run | Method | Dataset | AP | F1-max | IoU_ano | IoU_nor |" in md
-    assert "| agvas-run | agvas (direct) |" in md and "| median | median-deviation |" in md
+    assert f"| agvas-run | agvas {raw['method']['variant']} (direct) |" in md and "| median | median-deviation |" in md
     assert "agvas-run" in res.output
     cli("--compare", str(tmp_path / "nowhere"), code=2)
 

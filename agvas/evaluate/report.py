@@ -221,7 +221,8 @@ def comparison_document(runs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str,
 
 
 def _method_cell(method: dict[str, Any]) -> str:
-    name = str(method.get("name", "?"))
+    """e.g. `agvas tiny/no-seg (direct)`: the variant is what tells ablation rows apart."""
+    name = " ".join(str(method[k]) for k in ("name", "variant") if method.get(k)) or "?"
     return f"{name} ({method['mode']})" if method.get("mode") else name
 
 
