@@ -250,13 +250,15 @@ def test_slow_reply_times_out_then_succeeds_on_retry(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "ds", {"bottle": (1, 1)})
 
     def policy(n: int, body: dict) -> tuple[int, float, str]:
-        return 200, (1.5 if n == 0 else 0.0), good_text(body)
+        return 200, (SLOW if n == 0 else 0.0), good_text(body)
 
+    SLOW = 10.0
     out = tmp_path / "r.jsonl"
     t0 = time.monotonic()
     with FakeLMM(policy) as lmm:
         report = asyncio.run(annotate_dataset(root, out, config(lmm.url, timeout=0.3)))
-        assert time.monotonic() - t0 < 1.4  # gave up on the slow one instead of waiting for it
+        # Waiting for the slow reply could not finish before SLOW seconds: no timing margin to be flaky on.
+        assert time.monotonic() - t0 < SLOW
     assert report.ok and len(lmm.bodies) == 2 and len(read_lines(out)) == 1
 
 
@@ -267,12 +269,9 @@ def test_requests_run_concurrently(tmp_path: Path) -> None:
         return 200, 0.3, good_text(body)
 
     with FakeLMM(policy) as lmm:
-        t0 = time.monotonic()
         report = asyncio.run(annotate_dataset(root, tmp_path / "r.jsonl", config(lmm.url, concurrency=3)))
-        elapsed = time.monotonic() - t0
     assert report.written == 6
-    assert lmm.max_inflight >= 2
-    assert elapsed < 6 * 0.3
+    assert 2 <= lmm.max_inflight <= 3  # overlapping, and never more than the limit
 
 
 def test_resume_skips_done_samples_and_drops_a_partial_line(tmp_path: Path) -> None:

@@ -170,12 +170,17 @@ def test_request_bodies_over_the_limit_are_cut_off(client):
 
 # ---- the worker -----------------------------------------------------------------------------------------
 class ScriptedSegmenter:
-    """The real segmenter, slowed down, and failing on command (through the instruction)."""
+    """The real segmenter, held at a gate until the test opens it, and failing on command (through the
+    instruction). The gate, not a delay, keeps the model busy: what the tests see meanwhile cannot depend
+    on how fast a loaded machine is."""
 
-    def __init__(self, inner: Segmenter, delay: float = 0.0) -> None:
-        self.inner, self.delay = inner, delay
+    def __init__(self, inner: Segmenter, gated: bool = False) -> None:
+        self.inner = inner
         self.calls: list[int] = []
         self.started = threading.Event()
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -187,13 +192,13 @@ class ScriptedSegmenter:
             raise RuntimeError("scripted model failure")
         if kwargs.get("instruction") == "exit":
             raise SystemExit("scripted worker death")
-        time.sleep(self.delay)
+        assert self.gate.wait(60), "the test never opened the gate"
         return self.inner.segment(images, **kwargs)
 
 
 def test_health_is_answered_and_requests_are_batched_while_the_model_works(segmenter):
-    slow = ScriptedSegmenter(segmenter, delay=1.0)
-    with serving(slow) as client:
+    busy = ScriptedSegmenter(segmenter, gated=True)
+    with serving(busy) as client:
         results: list[int] = []
 
         def request() -> None:
@@ -201,22 +206,23 @@ def test_health_is_answered_and_requests_are_batched_while_the_model_works(segme
 
         threads = [threading.Thread(target=request)]
         threads[0].start()
-        assert slow.started.wait(30)
+        assert busy.started.wait(30)
         threads += [threading.Thread(target=request) for _ in range(4)]
         for t in threads[1:]:
             t.start()
-        time.sleep(0.2)  # the four are queued behind the first
-        start = time.perf_counter()
+        deadline = time.monotonic() + 30
+        while client.get("/healthz").json()["queue"] < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # The model is still held at the gate, so these answers did not wait for it.
         health = client.get("/healthz")
-        assert time.perf_counter() - start < 0.5, "health check waited for the model"
-        assert health.status_code == 200 and health.json()["queue"] >= 2
-        start = time.perf_counter()
+        assert health.status_code == 200 and health.json()["queue"] == 5  # one at the model, four waiting
         assert post(client, b"not an image").status_code == 415  # refusals do not queue either
-        assert time.perf_counter() - start < 0.5
+        assert busy.calls == [1] and not results
+        busy.gate.set()
         for t in threads:
             t.join(60)
         assert results == [200] * 5
-        assert slow.calls[0] == 1 and max(slow.calls[1:]) > 1, slow.calls  # the waiting ones went together
+        assert busy.calls[0] == 1 and max(busy.calls[1:]) > 1, busy.calls  # the waiting ones went together
 
         failed = post(client, encoded(), {"instruction": "raise"})
         assert_error(failed, 500, "scripted model failure", "keeps running")
