@@ -248,17 +248,17 @@ def test_client_errors_are_not_retried(tmp_path: Path) -> None:
 
 def test_slow_reply_times_out_then_succeeds_on_retry(tmp_path: Path) -> None:
     root = make_dataset(tmp_path / "ds", {"bottle": (1, 1)})
+    slow = 10.0
 
     def policy(n: int, body: dict) -> tuple[int, float, str]:
-        return 200, (SLOW if n == 0 else 0.0), good_text(body)
+        return 200, (slow if n == 0 else 0.0), good_text(body)
 
-    SLOW = 10.0
     out = tmp_path / "r.jsonl"
     t0 = time.monotonic()
     with FakeLMM(policy) as lmm:
         report = asyncio.run(annotate_dataset(root, out, config(lmm.url, timeout=0.3)))
-        # Waiting for the slow reply could not finish before SLOW seconds: no timing margin to be flaky on.
-        assert time.monotonic() - t0 < SLOW
+        # Waiting for the slow reply could not finish before `slow` seconds: no timing margin to be flaky on.
+        assert time.monotonic() - t0 < slow
     assert report.ok and len(lmm.bodies) == 2 and len(read_lines(out)) == 1
 
 

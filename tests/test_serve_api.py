@@ -210,15 +210,17 @@ def test_health_is_answered_and_requests_are_batched_while_the_model_works(segme
         threads += [threading.Thread(target=request) for _ in range(4)]
         for t in threads[1:]:
             t.start()
-        deadline = time.monotonic() + 30
-        while client.get("/healthz").json()["queue"] < 5 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        # The model is still held at the gate, so these answers did not wait for it.
-        health = client.get("/healthz")
-        assert health.status_code == 200 and health.json()["queue"] == 5  # one at the model, four waiting
-        assert post(client, b"not an image").status_code == 415  # refusals do not queue either
-        assert busy.calls == [1] and not results
-        busy.gate.set()
+        try:
+            deadline = time.monotonic() + 30
+            while client.get("/healthz").json()["queue"] < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            # The model is still held at the gate, so these answers did not wait for it.
+            health = client.get("/healthz")
+            assert health.status_code == 200 and health.json()["queue"] == 5  # one at the model, four waiting
+            assert post(client, b"not an image").status_code == 415  # refusals do not queue either
+            assert busy.calls == [1] and not results
+        finally:
+            busy.gate.set()  # also when an assertion failed, so the worker thread is not left waiting
         for t in threads:
             t.join(60)
         assert results == [200] * 5
