@@ -331,6 +331,9 @@ def test_wrong_architecture_is_a_clear_error(tiny_backbones, tmp_path):
         from agvas.model.config import AGVASConfig
 
         AGVASConfig.load(tmp_path)
+    (tmp_path / "agvas_config.json").write_text('{"architecture": ')  # a torn write
+    with pytest.raises(ValueError, match="agvas_config.json: not readable as JSON"):
+        AGVASConfig.load(tmp_path)
 
 
 def test_bad_images_are_clear_errors(tiny):

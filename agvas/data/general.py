@@ -9,7 +9,6 @@ presets can point `LisaFolderSource` at a folder in LISA's ReasonSeg format inst
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from agvas.anchors import ANCHOR_TOKENS, IMAGE_PLACEHOLDER, anchor_string
-from agvas.data.io import DataError, read_image_rgb
+from agvas.data.io import DataError, read_image_rgb, read_json
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
@@ -243,10 +242,7 @@ def load_lisa_item(json_path: str | os.PathLike) -> LisaItem:
     ambiguous region background is the smaller error. The image is the file with the same stem.
     """
     json_path = Path(json_path)
-    try:
-        doc = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"{json_path}: cannot read annotation ({err})") from None
+    doc = read_json(json_path)
     image_path = next((json_path.with_suffix(e) for e in _IMAGE_EXTS if json_path.with_suffix(e).is_file()), None)
     if image_path is None:
         raise DataError(f"{json_path}: no image with the same name ({', '.join(_IMAGE_EXTS)})")

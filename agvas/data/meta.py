@@ -9,7 +9,6 @@ Paths are relative to the dataset root; a normal image has an empty `mask_path` 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agvas.data.io import DataError, atomic_write_json, read_image_rgb, read_mask
+from agvas.data.io import DataError, atomic_write_json, read_image_rgb, read_json, read_mask
 
 META_FILE = "meta.json"
 SPLITS = ("train", "test")
@@ -89,10 +88,7 @@ def load_meta(root: str | os.PathLike, split: str = "test") -> dict[str, list[En
     path = Path(root) / META_FILE
     if not path.is_file():
         raise DataError(f"{path}: no meta.json here; create one with `agvas data prepare`")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+    doc = read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get(split, {}), dict):
         raise DataError(f"{path}: expected {{'train': {{cls: [...]}}, 'test': {{cls: [...]}}}}")
     out: dict[str, list[Entry]] = {}

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from agvas.data.io import DataError, atomic_write_bytes
+from agvas.data.io import DataError, atomic_write_bytes, read_json
 from agvas.evaluate.runner import EvalResult, EvalSettings, load_item
 
 __all__ = [
@@ -108,10 +108,7 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
         p = p / METRICS_JSON
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no {METRICS_JSON} here (is it the --out folder of an `agvas eval` run?)")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{p}: not valid JSON ({err})") from None
+    doc = read_json(p)
     if not isinstance(doc, dict) or "mean" not in doc:
         raise ValueError(f"{p}: not a metrics.json of `agvas eval` (no 'mean')")
     return _metrics_from_json(doc)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from agvas.anchors import ANCHOR_TOKENS, ANO, NOR, SEG
+from agvas.data.io import atomic_write_bytes, read_json
 
 CONFIG_FILE = "agvas_config.json"
 ARCHITECTURE = "agvas"
@@ -64,8 +65,6 @@ class AGVASConfig:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     def save(self, folder: str | Path) -> Path:
-        from agvas.data.io import atomic_write_bytes
-
         path = Path(folder) / CONFIG_FILE
         atomic_write_bytes(path, self.to_json().encode())
         return path
@@ -78,7 +77,7 @@ class AGVASConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{folder}: no {CONFIG_FILE}; is this an AG-VAS checkpoint? "
                                     "(save one with AGVASModel.save_pretrained)")
-        raw = json.loads(path.read_text())
+        raw = read_json(path)
         if raw.get("architecture") != ARCHITECTURE:
             raise ValueError(f"{path}: architecture is {raw.get('architecture')!r}, expected {ARCHITECTURE!r}")
         known = {f.name for f in fields(cls)}
