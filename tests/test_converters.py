@@ -505,3 +505,100 @@ def test_crackforest_images_without_ground_truth_do_not_fail_the_run(shared_data
     assert code == 0, out
     assert "no ground truth" in out
     assert (tmp_path / "cf" / META_FILE).stat().st_mode & 0o044 == 0o044
+
+
+# ---------------------------------------------------------------- hostile files (issue 12)
+
+
+def test_a_decompression_bomb_is_skipped_and_counted(tmp_path: Path) -> None:
+    from hostile_files import bomb_png
+
+    src = tmp_path / "parts"
+    put_image(src / "images" / "good.png")
+    bomb_png(src / "images" / "bomb.png")
+    code, out = run_cli("prepare", "folder", src, tmp_path / "out")
+    assert code == 1, out  # partial: the bomb is named and skipped, the good image converted
+    assert "bomb.png" in out and "too large" in out and "Traceback" not in out
+    assert [e.img_path for e in all_entries(tmp_path / "out")] == ["images/good.png"]
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_max_pixels_is_read_from_the_header(tmp_path: Path) -> None:
+    from hostile_files import png_claiming
+
+    src = tmp_path / "parts"
+    put_image(src / "images" / "good.png")
+    png_claiming(src / "images" / "huge.png", 12000, 12000)  # under Pillow's limit, over ours
+    report = convert("folder", src, tmp_path / "out")
+    [skip] = report.skipped
+    assert skip.reason == UNREADABLE_IMAGE and "12000x12000 = 144,000,000 pixels" in skip.detail
+    assert "--max-pixels" in skip.detail
+    code, out = run_cli("prepare", "folder", src, tmp_path / "out2", "--max-pixels", str(W * H))
+    assert code == 1 and "huge.png" in out and len(all_entries(tmp_path / "out2")) == 1
+
+
+def test_a_failed_run_leaves_dst_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agvas.data.converters import pipeline
+
+    src, dst = tmp_path / "kvasir", tmp_path / "out"
+    for name in ("a", "b", "c"):
+        put_image(src / "images" / f"{name}.jpg")
+        put_jpeg_mask(src / "masks" / f"{name}.jpg")
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    calls = []
+    real = pipeline._write_mask_png
+
+    def failing(path: Path, *args: object) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        real(path, *args)
+
+    monkeypatch.setattr(pipeline, "_write_mask_png", failing)
+    with pytest.raises(OSError, match="disk full"):
+        convert("kvasir", src, dst, workers=1)
+    assert sorted(p.name for p in dst.rglob("*")) == ["keep.txt"]  # no link, mask or folder left over
+
+
+def test_a_failed_rerun_restores_what_it_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agvas.data.converters import pipeline
+
+    src, dst = tmp_path / "kvasir", tmp_path / "out"
+    for name in ("a", "b"):
+        put_image(src / "images" / f"{name}.jpg")
+        put_jpeg_mask(src / "masks" / f"{name}.jpg")
+    convert("kvasir", src, dst)
+    before = {p.relative_to(dst): (p.is_symlink(), p.read_bytes()) for p in dst.rglob("*") if p.is_file()}
+    (dst / "masks" / "masks" / "a.png").write_bytes(b"an older mask")  # a rerun rewrites this one
+    before[Path("masks/masks/a.png")] = (False, b"an older mask")
+
+    def failing(path: Path, *args: object) -> None:
+        if path.name == "b.png":
+            raise OSError("disk full")
+        real(path, *args)
+
+    real = pipeline._write_mask_png
+    monkeypatch.setattr(pipeline, "_write_mask_png", failing)
+    with pytest.raises(OSError, match="disk full"):
+        convert("kvasir", src, dst, workers=1)
+    after = {p.relative_to(dst): (p.is_symlink(), p.read_bytes()) for p in dst.rglob("*") if p.is_file()}
+    assert after == before and no_temp_files(dst)
+
+
+def test_folder_missing_mask_message_names_the_flag(tmp_path: Path) -> None:
+    src = tmp_path / "parts"
+    put_image(src / "images" / "a.png")
+    put_image(src / "images" / "b.png")
+    put_mask(src / "masks" / "a.png")
+    code, out = run_cli("prepare", "folder", src, tmp_path / "out")
+    assert code == 1 and "--missing-mask normal" in out and "missing_mask=" not in out
+
+
+def test_a_folder_named_like_an_image_is_named_once(tmp_path: Path) -> None:
+    src = tmp_path / "parts"
+    put_image(src / "images" / "a.png")
+    (src / "images" / "y.png").mkdir()
+    code, out = run_cli("prepare", "folder", src, tmp_path / "out")
+    assert code == 1, out
+    assert out.count("y.png") == 1 and "folder" in out.split("y.png")[1][:60]

@@ -21,10 +21,11 @@ from agvas.cli import app
 from agvas.data.io import save_mask_png, save_png
 from agvas.data.meta import Entry, load_meta, load_sample, write_meta
 from agvas.evaluate.baselines import median_deviation
-from agvas.evaluate.methods import MedianDeviationMethod, build_method
-from agvas.evaluate.metrics import CategoryAccumulator, smooth
-from agvas.evaluate.report import read_metrics
+from agvas.evaluate.methods import MedianDeviationMethod, Prediction, build_method
+from agvas.evaluate.metrics import IMAGE_METRIC_KEYS, TEXT_KEYS, CategoryAccumulator, smooth
+from agvas.evaluate.report import format_value, metrics_document, metrics_markdown, read_metrics, write_json
 from agvas.evaluate.runner import EvalSettings, GalleryPicker, run_evaluation
+from agvas.evaluate.verdict import text_verdict
 
 SIZE = 64
 CATEGORIES = {"alpha": (2, 3), "beta": (2, 2)}  # (normal, anomalous) images
@@ -95,8 +96,9 @@ def direct_metrics(root: Path, image_size: int | None = None) -> dict[str, dict]
     return {cls: acc.summarise() for cls, acc in accs.items()}
 
 
-def same(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or a == b
+def same(a: float | None, b: float | None) -> bool:
+    """Equal, NaN equal to NaN (undefined metrics), None to None (counts of a figure that was not measured)."""
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
 
 
 # ---------------------------------------------------------------------------------------- accumulator additions
@@ -120,7 +122,7 @@ def test_merging_per_image_accumulators_is_exact_and_pr_curve_matches_sklearn():
         scores.append(smooth(score, 1.0).astype(np.float32).ravel())
         labels.append(gt.ravel())
     a, b = whole.summarise(), merged.summarise()
-    assert a.keys() == b.keys() and all(same(float(a[k]), float(b[k])) for k in a)
+    assert a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     with pytest.raises(ValueError):
         merged.merge(CategoryAccumulator(sigma=0.0))
 
@@ -163,7 +165,7 @@ def test_median_deviation_through_the_runner_equals_direct_computation(dataset, 
     for cls, expected in direct.items():
         got = result.categories[cls]
         assert got.keys() == expected.keys()
-        assert all(same(float(got[k]), float(expected[k])) for k in expected), cls
+        assert all(same(got[k], expected[k]) for k in expected), cls
     assert result.failed == [] and result.n_evaluated == 9
     mean = np.mean([direct[c]["ap"] for c in direct])
     assert result.mean["ap"] == pytest.approx(mean, abs=1e-12)
@@ -187,14 +189,20 @@ def test_agvas_checkpoint_run_writes_a_well_formed_report(dataset, tiny_backbone
     assert raw["counts"] == {"listed": 9, "evaluated": 9, "failed": 0, "anomalous": 5, "normal": 4, "categories": 2}
     assert raw["protocol"]["image_size"] is None and raw["protocol"]["sigma"] == 0.0 and raw["failed"] == []
     assert {"seconds", "processes", "images_per_second"} <= raw["run"].keys()
+    assert raw["protocol"]["threshold"] == 0.5
     for res in [raw["mean"], *raw["categories"].values()]:
-        for key in ("ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor"):
+        for key in ("ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor", *IMAGE_METRIC_KEYS):
             assert res[key] is None or 0.0 <= res[key] <= 100.0, (key, res[key])
+        # direct mode's answer is a fixed teacher-forced string: no text-mask agreement
+        assert res["text_mask_agreement"] is None and res["n_text_undecidable"] is None and res["n_text"] == 0
     assert raw["categories"]["alpha"]["n_images"] == 5
     md = (out / "metrics.md").read_text()
-    assert "| Category | AP | F1-max | IoU_ano | IoU_nor |" in md
+    assert "| Category | AP | F1-max | IoU_ano | IoU_nor | P-AUROC | AUPRO | Images (ano / nor) |" in md
     assert "| alpha |" in md and "| beta |" in md and "**Mean (2)**" in md
+    alpha = raw["categories"]["alpha"]
+    assert f"| {format_value(alpha['auroc'])} | {format_value(alpha['aupro'])} | " in md.split("| alpha |")[1]
     assert "Table 1 form (AP, F1-Max, IoU_ano)" in md
+    assert "| Category | I-AUROC | I-AP | I-F1-max | False alarm | Miss |" in md and "Text–mask" not in md
     with Image.open(out / "pr_curves.png") as im:
         assert im.size == (900, 600) and im.mode == "RGB"
     with Image.open(out / "gallery.png") as im:
@@ -208,7 +216,9 @@ def test_agvas_checkpoint_run_writes_a_well_formed_report(dataset, tiny_backbone
     reference = read_metrics(reference_run)
     assert comp["runs"][1]["ap"] == pytest.approx(reference["mean"]["ap"])
     md = (cmp_out / "comparison.md").read_text()
-    assert "| Run | Method | Dataset | AP | F1-max | IoU_ano | IoU_nor |" in md
+    assert ("| Run | Method | Dataset | AP | F1-max | IoU_ano | IoU_nor | I-AUROC | I-AP | I-F1-max | False alarm "
+            "| Miss | Text–mask |") in md
+    assert comp["runs"][1]["image_auroc"] == pytest.approx(reference["mean"]["image_auroc"])
     assert f"| agvas-run | agvas {raw['method']['variant']} (direct) |" in md and "| median | median-deviation |" in md
     assert "agvas-run" in res.output
     cli("--compare", str(tmp_path / "nowhere"), code=2)
@@ -274,3 +284,160 @@ def test_image_size_resizes_images_and_masks_before_evaluation(dataset, tmp_path
     assert doc["categories"]["beta"]["ap"] != direct_metrics(dataset)["beta"]["ap"]  # the size changed what is scored
     with Image.open(out / "gallery.png") as im:
         assert im.height > 0
+
+
+class TalkingMethod(MedianDeviationMethod):
+    """The reference with a generated answer per image, cycling through normal, anomalous and undecidable
+    phrasings, so every kind of verdict meets both kinds of mask; it remembers what it said."""
+
+    ANSWERS = ("There is no anomaly to segment; the mask is empty.",
+               "There is a small crack in the top part of the surface, as indicated by [NOR][ANO][SEG].",
+               "Sure, it is [NOR][ANO][SEG].",
+               "The surface looks normal, without any defect; therefore no region is marked as anomalous.")
+
+    def __init__(self, empty_every: int = 3) -> None:
+        super().__init__()
+        self.said: list[tuple[str, bool]] = []
+        self.empty_every = empty_every
+
+    def predict(self, images):
+        out = []
+        for pred in super().predict(images):
+            k = len(self.said)
+            mask = pred.mask & (k % self.empty_every != 0)  # some empty masks, so both verdicts occur
+            text = self.ANSWERS[k % len(self.ANSWERS)]
+            self.said.append((text, bool(mask.any())))
+            out.append(Prediction(pred.probability, mask, text))
+        return out
+
+
+def test_text_mask_agreement_in_metrics_json_and_md(dataset, tmp_path):
+    method = TalkingMethod()
+    settings = EvalSettings(batch_size=4)
+    result = run_evaluation(method, dataset, settings, tmp_path)
+    assert len(method.said) == len(result.entries) == 9  # one process, batches in listing order
+    expected: dict[str, list[bool]] = {}
+    undecidable: dict[str, int] = {}
+    for index, entry in enumerate(result.entries):
+        text, flagged = method.said[index]
+        verdict = text_verdict(text)
+        if verdict is None:
+            undecidable[entry.cls_name] = undecidable.get(entry.cls_name, 0) + 1
+        else:
+            expected.setdefault(entry.cls_name, []).append(verdict == ("anomalous" if flagged else "normal"))
+    for cls, agree in expected.items():
+        got = result.categories[cls]
+        assert got["text_mask_agreement"] == pytest.approx(100 * np.mean(agree))
+        assert got["n_text_undecidable"] == undecidable.get(cls, 0) and got["n_text"] == len(agree) + got[
+            "n_text_undecidable"]
+    pooled = [a for agree in expected.values() for a in agree]
+    assert result.mean["text_mask_agreement"] == pytest.approx(100 * np.mean(pooled))
+    assert result.mean["n_text_undecidable"] == sum(undecidable.values()) > 0
+
+    doc = metrics_document(result, method.describe(), settings, dataset)
+    write_json(tmp_path / "metrics.json", doc)
+    raw = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(TEXT_KEYS) <= raw["mean"].keys() and raw["protocol"]["threshold"] == 0.5
+    assert raw["protocol"]["text_mask_agreement"] == "pooled over images"
+    md = metrics_markdown(doc)
+    assert "| Category | I-AUROC | I-AP | I-F1-max | False alarm | Miss | Text–mask | Undecidable |" in md
+    alpha = next(line for line in md.split("## Image level")[1].splitlines() if line.startswith("| alpha |"))
+    agreement = result.categories["alpha"]["text_mask_agreement"]
+    assert f" {agreement:.1f} | {undecidable.get('alpha', 0)} / 5 |" in alpha
+    assert "the Mean row pools all images" in md
+
+
+def test_compare_reads_runs_without_the_image_level_keys(reference_run, tmp_path):
+    """metrics.json files written before the image-level and text metrics existed still compare: '–' there."""
+    old = json.loads((reference_run / "metrics.json").read_text())
+    dropped = {*IMAGE_METRIC_KEYS, *TEXT_KEYS}
+    for res in [old["mean"], *old["categories"].values()]:
+        for key in dropped:
+            res.pop(key)
+    old["mean"]["skipped"] = {k: v for k, v in old["mean"]["skipped"].items() if k not in dropped}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps(old))
+    cli("--compare", str(tmp_path / "old"), str(reference_run), "--out", str(tmp_path / "cmp"))
+    rows = [line for line in (tmp_path / "cmp" / "comparison.md").read_text().splitlines()
+            if line.startswith(("| old ", "| median "))]
+    old_row, new_row = (row.split(" | ") for row in rows)
+    assert old_row[3:7] == new_row[3:7]  # the same pixel figures
+    assert all(cell.strip(" |") == "–" for cell in old_row[7:])  # image-level and text columns: not recorded
+    assert new_row[7].strip() != "–"  # I-AUROC of the current run
+    comp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert comp["runs"][0]["image_auroc"] is None
+
+
+# ---------------------------------------------------------------- hostile files and careless operators (issue 12)
+
+
+def _flat(result) -> str:
+    return " ".join(result.output.split())  # rich wraps long lines
+
+
+def test_a_decompression_bomb_is_skipped_and_the_rest_evaluated(tmp_path):
+    from hostile_files import bomb_png
+
+    root = make_dataset(tmp_path / "data")
+    bomb = bomb_png(root / load_meta(root)["alpha"][0].img_path)
+    out = tmp_path / "out"
+    result = cli("--data", str(root), "--method", "median-deviation", "--out", str(out), code=1)
+    assert "Traceback" not in result.output
+    doc = read_metrics(out)
+    assert [f["path"] for f in doc["failed"]] == [str(bomb.relative_to(root))]
+    assert "too large" in doc["failed"][0]["error"] and doc["counts"]["evaluated"] == 8
+
+
+def test_max_pixels_skips_larger_images_from_their_header(tmp_path):
+    root = make_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    cli("--data", str(root), "--method", "median-deviation", "--out", str(out), "--max-pixels", "100", code=1)
+    doc = read_metrics(out)
+    assert len(doc["failed"]) == 9 and f"{SIZE}x{SIZE} = {SIZE * SIZE:,} pixels" in doc["failed"][0]["error"]
+
+
+def _meta_with_paths(root: Path, img_path: str) -> None:
+    doc = json.loads((root / "meta.json").read_text())
+    doc["test"]["alpha"][0]["img_path"] = img_path
+    (root / "meta.json").write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("outside", ["absolute", "../outside.png"])
+def test_paths_outside_the_root_are_refused_unless_allowed(tmp_path, outside):
+    root = make_dataset(tmp_path / "data")
+    target = tmp_path / "outside.png"
+    save_png(target, np.full((SIZE, SIZE, 3), 128, np.uint8))
+    _meta_with_paths(root, str(target) if outside == "absolute" else outside)
+    result = cli("--data", str(root), "--method", "median-deviation", "--out", str(tmp_path / "out"), code=2)
+    text = _flat(result)
+    assert "test/alpha[0]" in text and "outside the dataset root" in text and "--allow-outside-root" in text
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    cli("--data", str(root), "--method", "median-deviation", "--out", str(tmp_path / "out"),
+        "--allow-outside-root")
+
+
+@pytest.mark.parametrize("test_split", [None, {}, {"alpha": []}])
+def test_no_test_images_is_a_usage_error(tmp_path, test_split):
+    root = tmp_path / "data"
+    root.mkdir()
+    doc = {"train": {}} if test_split is None else {"train": {}, "test": test_split}
+    (root / "meta.json").write_text(json.dumps(doc))
+    result = cli("--data", str(root), "--method", "median-deviation", "--out", str(tmp_path / "out"), code=2)
+    assert "lists no images" in _flat(result) and "'test'" in _flat(result)
+
+
+def test_a_second_run_into_the_same_out_refuses(dataset, tmp_path):
+    from agvas.data.folder_lock import folder_lock
+
+    out = tmp_path / "out"
+    with folder_lock(out):
+        result = cli("--data", str(dataset), "--method", "median-deviation", "--out", str(out), code=2)
+    assert "is in use by pid" in _flat(result) and not (out / "metrics.json").exists()
+
+
+def test_careless_options_are_named(dataset, tmp_path):
+    (tmp_path / "file").write_text("x")
+    result = cli("--data", str(dataset), "--method", "median-deviation", "--out", str(tmp_path / "file"), code=2)
+    assert "not a folder" in _flat(result)
+    result = cli("--data", str(dataset), "--mode", "describe-plus", "--out", str(tmp_path / "o"), code=2)
+    assert "--expectation" in _flat(result) and "expectation=" not in _flat(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -307,3 +308,21 @@ def test_render_outputs(fast_results, tmp_path):
     assert saved.shape == SIZES[1] and set(np.unique(saved)) <= {0, 255}
     assert np.array_equal(saved > 0, r.mask)
     assert np.asarray(Image.open(tmp_path / names["overlay"])).shape == (*SIZES[1], 3)
+
+
+def test_a_checkout_folder_named_agvas_in_the_cwd_is_detected(tmp_path):
+    """Python imports ./agvas (a checkout's root, no __init__.py) as a namespace package; say so, and
+    still find the shipped checkpoint (issue 12, item 14)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "agvas" / "agvas").mkdir(parents=True)  # a checkout of this project, seen from its parent
+    code = ("from agvas.infer import DEFAULT_CHECKPOINT, Segmenter; "
+            "print(DEFAULT_CHECKPOINT)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    from agvas.infer.loading import DEFAULT_CHECKPOINT
+
+    assert proc.stdout.strip() == str(DEFAULT_CHECKPOINT)
+    assert str(tmp_path / "agvas") in proc.stderr and "namespace package" in proc.stderr

@@ -10,12 +10,19 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from agvas.data.instruct import Facts, normal_record, record_from_mask, record_from_metadata, write_record
+from agvas.data.templates import DIRECT_ANSWERS, DIRECT_ANSWERS_NORMAL, render, render_multi_turn
 from agvas.evaluate.metrics import (
+    IMAGE_METRIC_KEYS,
+    PIXEL_METRIC_KEYS,
+    TEXT_KEYS,
     CategoryAccumulator,
     evaluate_category,
+    image_ranking_metrics,
     mean_over_categories,
     smooth,
 )
+from agvas.evaluate.verdict import text_verdict
 
 TOL = 1e-6  # on fractions; results are in percent, hence the 100 * TOL below
 
@@ -353,7 +360,8 @@ def test_evaluate_category_from_generator() -> None:
         "n_images",
         "n_anomalous",
         "n_normal",
-    }
+    } | set(IMAGE_METRIC_KEYS) | set(TEXT_KEYS)
+    assert set(PIXEL_METRIC_KEYS) == {"ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor"}
 
 
 def test_mean_over_categories() -> None:
@@ -378,3 +386,212 @@ def test_mean_over_categories() -> None:
     with pytest.warns(UserWarning):
         out = mean_over_categories({"a": r(10.0, iou_nor=float("nan"))})
     assert math.isnan(out["iou_nor"])  # undefined everywhere stays undefined
+
+
+# ---------------------------------------------------------------------------------------- image level
+def random_images(rng: np.random.Generator, levels: int | None = None):
+    """Small maps, about half of them anomalous; with `levels` the maps (hence their maxima) tie a lot."""
+    n = int(rng.integers(2, 30))
+    scores, gts = [], []
+    for k in range(n):
+        g = np.zeros((6, 7), np.uint8)
+        if k == 0 or (k > 1 and rng.random() < 0.5):  # image 0 anomalous, image 1 normal
+            g[rng.integers(0, 6), rng.integers(0, 7)] = 1
+        s = rng.random((6, 7)) * (0.7 + 0.5 * g.any() * rng.random())
+        if levels is not None:
+            s = np.floor(s * levels) / levels
+        scores.append(s.astype(np.float32))
+        gts.append(g)
+    return scores, gts
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("levels", [None, 3])
+def test_image_level_ranking_matches_sklearn(seed: int, levels: int | None) -> None:
+    rng = np.random.default_rng(200 + seed)
+    scores, gts = random_images(rng, levels)
+    res = feed(scores, gts, sigma=0.8 if seed % 2 else 0.0).summarise()
+    y = np.array([g.any() for g in gts])
+    s = np.array([smooth(x, 0.8 if seed % 2 else 0.0).max() for x in scores])  # the map pixel AP ranks
+    if levels is not None and seed % 2 == 0:
+        assert len(np.unique(s)) < len(s)  # ties in the image scores
+    assert res["image_auroc"] == pytest.approx(100 * roc_auc_score(y, s), abs=100 * TOL)
+    assert res["image_ap"] == pytest.approx(100 * average_precision_score(y, s), abs=100 * TOL)
+    assert res["image_f1_max"] == pytest.approx(100 * sk_f1_max(y, s), abs=100 * TOL)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_image_ranking_metrics_with_ties_match_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(300 + seed)
+    n = int(rng.integers(2, 60))
+    y = rng.random(n) < rng.uniform(0.1, 0.9)
+    y[0], y[1] = True, False
+    s = rng.integers(0, 1 + seed % 5 + 1, n) + 0.5 * y * rng.random(n).round(1)
+    got = image_ranking_metrics(s, y)
+    assert got["auroc"] == pytest.approx(roc_auc_score(y, s), abs=TOL)
+    assert got["ap"] == pytest.approx(average_precision_score(y, s), abs=TOL)
+    assert got["f1_max"] == pytest.approx(sk_f1_max(y, s), abs=TOL)
+
+
+def test_false_alarm_and_miss_rate_hand_computed() -> None:
+    z = np.zeros((4, 4), np.float32)
+    normal = np.zeros((4, 4), np.uint8)
+    gt = normal.copy()
+    gt[1, 1] = 1
+    empty = np.zeros((4, 4), bool)
+    spot = empty.copy()
+    spot[3, 3] = True
+    acc = CategoryAccumulator()
+    for mask in (empty, spot, empty, spot, spot):  # 3 of 5 normal images flagged
+        acc.add(z, normal, mask)
+    for mask in (empty, spot, gt > 0, spot):  # 1 of 4 anomalous images missed (a wrong spot is not a miss)
+        acc.add(z, gt, mask)
+    res = acc.summarise()
+    assert res["false_alarm_rate"] == pytest.approx(60.0)
+    assert res["miss_rate"] == pytest.approx(25.0)
+    assert res["image_auroc"] == pytest.approx(50.0)  # all image scores equal
+
+    # Without a mask, the mask is score > threshold: strictly greater.
+    acc = CategoryAccumulator(threshold=0.5)
+    acc.add(np.full((2, 2), 0.5), np.zeros((2, 2)))
+    acc.add(np.array([[0.51, 0.0], [0.0, 0.0]]), np.zeros((2, 2)))
+    acc.add(np.full((2, 2), 0.2), np.eye(2))
+    res = acc.summarise()
+    assert res["false_alarm_rate"] == pytest.approx(50.0) and res["miss_rate"] == pytest.approx(100.0)
+    assert res["image_auroc"] == pytest.approx(0.0)  # the anomalous image has the lowest maximum
+
+
+def test_image_level_undefined_is_nan_not_zero() -> None:
+    rng = np.random.default_rng(21)
+    maps = [rng.random((5, 5)).astype(np.float32) for _ in range(3)]
+    only_anomalous = feed(maps, [np.eye(5, dtype=np.uint8)] * 3).summarise()
+    assert math.isnan(only_anomalous["image_auroc"]) and math.isnan(only_anomalous["false_alarm_rate"])
+    assert only_anomalous["image_ap"] == pytest.approx(100.0) and only_anomalous["image_f1_max"] == pytest.approx(100.0)
+    assert 0.0 <= only_anomalous["miss_rate"] <= 100.0
+    only_normal = feed(maps, [np.zeros((5, 5), np.uint8)] * 3).summarise()
+    for key in ("image_auroc", "image_ap", "image_f1_max", "miss_rate"):
+        assert math.isnan(only_normal[key]), key
+    assert only_normal["false_alarm_rate"] == pytest.approx(100 * np.mean([m.max() > 0.5 for m in maps]))
+    nothing = CategoryAccumulator().summarise()
+    assert all(math.isnan(nothing[k]) for k in IMAGE_METRIC_KEYS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mean = mean_over_categories({"a": only_anomalous, "n": only_normal})
+    assert mean["image_ap"] == pytest.approx(100.0)  # the undefined category is skipped, not averaged as 0
+    assert mean["false_alarm_rate"] == pytest.approx(only_normal["false_alarm_rate"])
+    assert mean["skipped"]["image_auroc"] == ["a", "n"] and math.isnan(mean["image_auroc"])
+    assert mean["skipped"]["miss_rate"] == ["n"]
+    with pytest.raises(ValueError, match="empty"):
+        CategoryAccumulator().add(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def test_image_level_survives_merging_in_order() -> None:
+    rng = np.random.default_rng(22)
+    scores, gts = random_images(rng, levels=4)
+    whole = feed(scores, gts)
+    merged = CategoryAccumulator()
+    for s, g in zip(scores, gts, strict=True):
+        one = CategoryAccumulator()
+        one.add(s, g, None, "There is no anomaly.")
+        merged.merge(one)
+    a, b = whole.summarise(), merged.summarise()
+    assert all(a[k] == b[k] for k in IMAGE_METRIC_KEYS)
+    assert b["n_text"] == len(scores) and a["n_text"] == 0
+
+
+# ---------------------------------------------------------------------------------------- text-mask agreement
+CONTRADICTION = "The surface looks normal, without any defect; therefore no region is marked as anomalous."
+
+
+def test_text_mask_agreement_per_category_and_pooled() -> None:
+    z = np.zeros((4, 4), np.float32)
+    normal = np.zeros((4, 4), np.uint8)
+    gt = np.eye(4, dtype=np.uint8)
+    empty, full = np.zeros((4, 4), bool), np.ones((4, 4), bool)
+    a = CategoryAccumulator()
+    a.add(z, normal, empty, "There is no anomaly to segment; the mask is empty.")  # agrees
+    a.add(z, normal, full, CONTRADICTION)  # says normal, mask flags it: disagrees
+    a.add(z, gt, full, "There is a small scratch near the center of the wood surface, as indicated by [SEG].")
+    a.add(z, gt, empty, "Sure, it is [NOR][ANO][SEG].")  # undecidable, not scored
+    res = a.summarise()
+    assert res["text_mask_agreement"] == pytest.approx(100 * 2 / 3)
+    assert (res["n_text"], res["n_text_undecidable"], res["n_text_agreeing"]) == (4, 1, 2)
+    b = CategoryAccumulator()
+    b.add(z, gt, full, "I can see a crack in the top part of the bottle.")
+    with pytest.warns(UserWarning, match="false_alarm_rate: b"):  # b has no normal image
+        mean = mean_over_categories({"a": res, "b": b.summarise()})
+    assert mean["text_mask_agreement"] == pytest.approx(75.0)  # pooled over images: 3 of 4, not (66.7 + 100) / 2
+    assert (mean["n_text"], mean["n_text_undecidable"]) == (5, 1)
+
+    no_text = feed([z], [gt]).summarise()
+    assert math.isnan(no_text["text_mask_agreement"]) and no_text["n_text_undecidable"] is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mean = mean_over_categories({"x": no_text})
+    assert math.isnan(mean["text_mask_agreement"]) and mean["n_text_undecidable"] is None
+    assert "text_mask_agreement" not in mean["skipped"]
+    only_undecidable = CategoryAccumulator()
+    only_undecidable.add(z, gt, full, "[NOR][ANO][SEG]")
+    res = only_undecidable.summarise()
+    assert math.isnan(res["text_mask_agreement"]) and res["n_text_undecidable"] == 1
+
+
+def _answers(seed: int) -> list[tuple[str, str]]:
+    """(expected verdict, answer) pairs exactly as the training templates write them for one seed."""
+    rng = np.random.default_rng(seed)
+    cls = ("wood", "weave", "grid", "round_parts", "dtd_cracked", "dtd_stained", "bottle", "metal_nut", None)[seed % 9]
+    kind = ("scratch", "crack", "hole", "stain", "missing", "contamination", "fold", None)[seed % 8]
+    meta = {"family": cls or "marble", "kind": kind, "location": ("center", "top-left", "bottom")[seed % 3],
+            "area_fraction": float(rng.uniform(0.001, 0.3)), "n_regions": 1 + seed % 3,
+            "colour": ("dark", "darker", "reddish", "darker and reddish", None)[seed % 5]}
+    mask = np.zeros((32, 32), np.uint8)
+    y, x = rng.integers(0, 26, 2)
+    mask[y:y + 1 + seed % 6, x:x + 1 + seed % 4] = 1
+    records = [record_from_metadata(meta, cls, seed=rng), record_from_mask(mask, cls, seed=rng),
+               write_record(Facts(object="part", kind=kind), seed=rng)]
+    out = []
+    for record in records:
+        out += [("anomalous", record.observation), ("anomalous", record.summary), ("anomalous", record.explanation)]
+        for mode in ("describe", "describe-plus", "explain"):
+            out.append(("anomalous", render(mode, record, rng, anomalous=True, cls_name=cls)[-1]["content"]))
+    nor = normal_record(cls, texture=None if seed % 4 else bool(seed % 8), seed=rng)
+    out += [("normal", nor.observation), ("normal", nor.summary), ("normal", nor.explanation)]
+    for mode in ("describe", "describe-plus", "explain"):
+        out.append(("normal", render(mode, None, rng, anomalous=False, cls_name=cls)[-1]["content"]))
+    dialogue = render_multi_turn(None, rng, anomalous=False, cls_name=cls)
+    out += [("normal", turn["content"]) for turn in dialogue[1::2]]
+    return out
+
+
+def test_text_verdict_on_the_training_answers() -> None:
+    checked = 0
+    for seed in range(300):
+        for want, answer in _answers(seed):
+            assert text_verdict(answer) == want, answer
+            checked += 1
+    assert checked > 5000
+    for template in DIRECT_ANSWERS_NORMAL:
+        assert text_verdict(template.format(anchors="[NOR][ANO][SEG]", object="bottle")) == "normal", template
+    for template in DIRECT_ANSWERS:  # the direct answers mostly say nothing about the image
+        assert text_verdict(template.format(anchors="[NOR][ANO][SEG]")) in (None, "anomalous"), template
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    (CONTRADICTION, "normal"),
+    ("Sure, it is [NOR][ANO][SEG].", None),
+    ("[NOR][ANO][SEG]", None),
+    ("", None),
+    (None, None),
+    ("The bottle is free of defects.", "normal"),
+    ("A defect-free carpet, as indicated by [NOR][ANO][SEG].", "normal"),
+    ("Nothing here looks anomalous.<|im_end|>", "normal"),
+    ("The cracked texture looks normal everywhere.", "normal"),  # a class name, not a crack
+    ("There is a thin scratch near the center of the wood surface, as indicated by [NOR][ANO][SEG].", "anomalous"),
+    ("No anomaly is visible, but there is a small crack at the top.", "anomalous"),
+    ("A normal tile has no holes or stains. Here, however, there is a hole in the top-left part.", "anomalous"),
+    ("[NOR][ANO][SEG]. Because the structure is no longer intact, it is anomalous.", "anomalous"),
+    ("The image shows two dark spots on the left.", "anomalous"),
+    ("The pill is round and white.", None),
+])
+def test_text_verdict_hand_written(text: str | None, want: str | None) -> None:
+    assert text_verdict(text) == want

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+import socket
 import struct
 import threading
 import time
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from agvas.infer import Segmenter
 from agvas.model.config import preset_config
 from agvas.serve.app import STATIC_DIR, create_app
+from agvas.serve.connections import ConnectionLimits
 from agvas.serve.images import sniff_format
 from agvas.serve.loadtest import example_png, run_load_test, serve_load_benchmark
 from agvas.serve.schemas import SegmentOptions
@@ -145,8 +147,10 @@ def test_generating_mode_and_a_two_turn_chat(client):
     (encoded(), {"mode": "describe-plus"}, 422, ["expectation"]),
     (encoded(), {"instrucion": "typo"}, 422, ["instrucion"]),
     (encoded(), {"instruction": "<image> again"}, 422, ["reserved"]),
+    (encoded(), "[" * 100_000 + "]" * 100_000, 422, ["nested too deeply"]),
 ], ids=["text-renamed-png", "truncated", "bomb-50000px", "file-too-big", "too-many-pixels", "options-not-json",
-        "options-not-object", "unknown-mode", "describe-plus-no-expectation", "unknown-key", "placeholder"])
+        "options-not-object", "unknown-mode", "describe-plus-no-expectation", "unknown-key", "placeholder",
+        "options-nested-100k-deep"])
 def test_bad_requests_get_clear_json_errors(client, data, options, status, words):
     assert_error(post(client, data, options), status, *words)
 
@@ -166,6 +170,77 @@ def test_request_bodies_over_the_limit_are_cut_off(client):
     assert_error(client.post("/v1/segment", data={"options": "{}"}), 422, "image")  # no file at all
     assert post(client, encoded()).status_code == 200  # and the worker is fine
     assert client.get("/healthz").json() == {"status": "ok", "queue": 0}
+
+
+def test_chat_says_that_its_options_are_required(client):
+    response = post(client, encoded(), path="/v1/chat")
+    assert_error(response, 422, "options", "required 'options' JSON field", '"message"')
+    assert "optional" not in response.json()["message"]
+
+
+# ---- slow clients, connection counts, Host -----------------------------------------------------------
+@contextmanager
+def raw_connection(url: str):
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:  # 60 s: only a guard against hanging
+        yield sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_slow_clients_are_timed_out(segmenter):
+    limits = ConnectionLimits(timeout_header_s=0.3)
+    app = create_app(segmenter, max_upload_mb=MAX_UPLOAD_MB, max_pixels=MAX_PIXELS, timeout_read_s=0.3)
+    with BackgroundServer(app, limits=limits) as server:
+        with raw_connection(server.url) as sock:  # headers never finished: closed, no request ever started
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            assert read_all(sock) == b""
+        with raw_connection(server.url) as sock:  # a body shorter than its Content-Length, then silence
+            sock.sendall(b"POST /v1/segment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
+                         b"Content-Type: multipart/form-data; boundary=b\r\n\r\n--b\r\n")
+            answer = read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"--timeout-read" in answer
+        assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_connections_beyond_the_cap_get_503(segmenter):
+    app = create_app(segmenter, max_upload_mb=MAX_UPLOAD_MB, max_pixels=MAX_PIXELS)
+    with BackgroundServer(app, limits=ConnectionLimits(limit_concurrency=3)) as server:
+        with raw_connection(server.url) as one, raw_connection(server.url) as two:
+            for sock in (one, two):
+                sock.sendall(b"GET /healthz HTTP/1.1\r\n")  # open, headers unfinished
+            connections = server.server.server_state.connections
+            deadline = time.monotonic() + 60
+            while len(connections) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert httpx.get(server.url + "/healthz").status_code == 503
+        while len(connections) > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_allowed_hosts_refuse_other_host_headers(segmenter):
+    app = create_app(segmenter, max_upload_mb=MAX_UPLOAD_MB, max_pixels=MAX_PIXELS,
+                     allowed_hosts=["agvas.example.org"])
+    with BackgroundServer(app) as server:
+        assert httpx.get(server.url + "/healthz").status_code == 400
+        ok = httpx.get(server.url + "/healthz", headers={"Host": "agvas.example.org"})
+        assert ok.status_code == 200, ok.text
+
+
+def test_serve_cli_documents_the_connection_options():
+    from agvas.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "400"})
+    for flag in ("--timeout-header", "--timeout-read", "--timeout-keep-alive", "--limit-concurrency",
+                 "--max-header-bytes", "--allowed-hosts"):
+        assert flag in result.output, flag
 
 
 # ---- the worker -----------------------------------------------------------------------------------------

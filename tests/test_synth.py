@@ -272,3 +272,14 @@ def test_cli_synth(tmp_path: Path, tiny_textures: Path) -> None:
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "bad"), "--n", "2",
                                    "--families", "velvet"])
     assert bad.exit_code != 0 and "velvet" in bad.output
+
+
+def test_cli_synth_warns_only_about_holdout_names_the_user_gave(tmp_path: Path) -> None:
+    common = ["data", "synth", "--n", "2", "--seed", "0", "--size", "32", "--split", "test"]
+    quiet = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "default")])  # no --textures
+    assert quiet.exit_code == 0, quiet.output
+    assert "holdout names" not in quiet.output and "dtd_" not in quiet.output
+    named = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "named"), "--holdout-families",
+                                     "grid,dtd_bubbly", "--holdout-defects", "fold,smudge"])
+    assert named.exit_code == 0, named.output
+    assert "holdout names not among the families/kinds (ignored): dtd_bubbly, smudge" in named.output

@@ -143,3 +143,20 @@ def test_log_rows_merge_evaluation_into_their_step_and_survive_a_resume(tmp_path
     resumed = MetricLog(tmp_path, resume_step=10, tensorboard=False)
     resumed.log(20, {"loss": 1.5})
     assert (tmp_path / "log.csv").read_text().splitlines()[2].startswith("20,1.5")
+
+
+def test_training_on_real_meta_roots_with_a_real_validation_set(tmp_path):
+    """Regression for the first-step crash with `data.anomaly_datasets`, and the val_* figures in log.csv."""
+    from test_real_sources import make_visa_like
+
+    train_root = make_visa_like(tmp_path / "visa")
+    val_root = make_visa_like(tmp_path / "tire", n_good=3, n_bad=3)
+    data = {**RECIPE["data"], "eval_images": 4, "validation": [str(val_root)], "validation_images": 4,
+            "anomaly_datasets": [{"root": str(train_root), "splits": ["train", "test"], "weight": 1}],
+            "real_share": 0.9}
+    path = recipe(tmp_path, steps=2, eval_every=2, data=data)
+    finish(run_cli("train", "--config", str(path), "--out", str(tmp_path / "run")))
+    header = (tmp_path / "run" / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"eval/ap", "eval/val_ap", "eval/val_iou_nor"} <= set(header)
+    summary = json.loads((tmp_path / "run" / "final" / "training.json").read_text())
+    assert summary["config"]["data"]["anomaly_datasets"][0]["root"] == str(train_root)

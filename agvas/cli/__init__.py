@@ -8,10 +8,13 @@ from agvas.cli import bench as bench_cli
 from agvas.cli import chat as chat_cli
 from agvas.cli import data as data_cli
 from agvas.cli import evaluate as eval_cli
+from agvas.cli import help_labels
 from agvas.cli import model as model_cli
 from agvas.cli import segment as segment_cli
 from agvas.cli import serve as serve_cli
 from agvas.cli import train as train_cli
+
+help_labels.install()
 
 app = typer.Typer(help="AG-VAS: zero-shot visual anomaly segmentation.", no_args_is_help=True)
 app.add_typer(model_cli.app, name="model", help="Build, inspect and save AG-VAS models.")

@@ -21,16 +21,24 @@ def bench(
                                                                 "loopback port: 8 clients, 200 requests (p50/p95)"),
 ) -> None:
     """Measure inference speed and memory of a checkpoint on synthetic images."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from agvas.cli.model import _quiet_transformers
     from agvas.cli.segment import load_segmenter
     from agvas.data.io import atomic_write_json
-    from agvas.infer.bench import run_benchmark, synthetic_images
+    from agvas.infer.bench import benchmark_calls, run_benchmark, synthetic_images
 
     err = Console(stderr=True)
     _quiet_transformers()
     segmenter = load_segmenter(checkpoint, device, err, dtype)
-    with err.status(f"benchmarking on {images} image(s) of {size}x{size} ..."):
-        report = run_benchmark(segmenter, synthetic_images(images, (size, size)), repeats=repeats)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err) as bar:
+        task = bar.add_task(f"benchmarking {images} image(s) of {size}x{size}: loading",
+                            total=benchmark_calls(images, repeats=repeats))
+        report = run_benchmark(segmenter, synthetic_images(images, (size, size)), repeats=repeats,
+                               progress=lambda phase: bar.update(task, advance=1, description=(
+                                   f"benchmarking {images} image(s) of {size}x{size}: {phase}")))
+        bar.update(task, description=f"benchmarked {images} image(s) of {size}x{size}")
     if serve_load:
         from agvas.serve.loadtest import serve_load_benchmark
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from agvas.data.io import DEFAULT_MAX_PIXELS
 
 EXIT_WORDS = frozenset({"exit", "quit", ":q"})
 
@@ -22,14 +25,22 @@ def chat(
     out: Path = typer.Option(Path("chat_out"), help="folder for turnN_mask.png"),
     device: str | None = typer.Option(None, help="cpu, cuda, ... [default: cuda if available]"),
     max_new_tokens: int = typer.Option(256, min=1, help="answer length limit"),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1,
+                                   help="refuse an image with more pixels than this (read from the header)"),
 ) -> None:
     """Ask questions about IMAGE; answers are printed, masks saved as OUT/turnN_mask.png."""
     from agvas.cli.model import _quiet_transformers
     from agvas.cli.segment import load_segmenter
-    from agvas.data.io import save_mask_png
+    from agvas.data.io import DataError, open_image, quiet_bomb_warnings, save_mask_png
     from agvas.infer.images import ImageLoadError
 
     err = Console(stderr=True)
+    quiet_bomb_warnings()
+    try:  # the header alone, before a model is loaded or a pixel decoded
+        open_image(image, max_pixels).close()
+    except DataError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(1) from None
     _quiet_transformers()
     segmenter = load_segmenter(checkpoint, device, err)
     try:

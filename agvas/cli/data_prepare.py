@@ -24,6 +24,7 @@ from agvas.data.converters import (
     get_converter,
     run_converter,
 )
+from agvas.data.io import DEFAULT_MAX_PIXELS, quiet_bomb_warnings
 
 EXIT_COMPLETE, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 
@@ -60,6 +61,10 @@ def prepare(
         False, "--verify-images", help="Decode every image fully (slower; also catches truncated files).",
     ),
     workers: int | None = typer.Option(None, "--workers", min=1, help="Threads (default: CPUs, at most 8)."),
+    max_pixels: int = typer.Option(
+        DEFAULT_MAX_PIXELS, "--max-pixels", min=1,
+        help="Skip images and masks with more pixels than this, judged from the header before decoding.",
+    ),
 ) -> None:
     """Problems are printed as they are met, so a long conversion shows them without waiting."""
     out = Console()
@@ -76,6 +81,7 @@ def prepare(
     if options and name.lower() != "folder":
         raise typer.BadParameter("--cls and --missing-mask apply to the 'folder' converter only")
     converter = get_converter(name, **options)
+    quiet_bomb_warnings()
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -91,7 +97,8 @@ def prepare(
         try:
             report = run_converter(
                 converter, src, dst, link="copy" if copy else "symlink", verify_images=verify_images,
-                workers=workers, on_found=lambda n: progress.update(task, total=n), on_result=on_result,
+                workers=workers, max_pixels=max_pixels, on_found=lambda n: progress.update(task, total=n),
+                on_result=on_result,
             )
         except (LayoutError, NothingValidError) as exc:
             progress.stop()

@@ -8,7 +8,10 @@ main process writes the same report a single process would. Several GPUs:
 `torchrun --nproc_per_node N -m agvas.cli eval ...` — `accelerate launch --cpu` starts a single process
 whatever --num_processes says (its CPU launcher needs mpirun for more).
 
-An image that cannot be read is reported and skipped; the rest is evaluated and the exit code is 1.
+An image that cannot be read, or whose header claims more than --max-pixels, is reported and skipped;
+the rest is evaluated and the exit code is 1. meta.json paths that are absolute or climb out of the
+dataset root with `..` are refused (exit 2) unless --allow-outside-root; so is a split without images.
+The output folder is locked for the run: a second run into it refuses (`agvas.data.folder_lock`).
 """
 
 from __future__ import annotations
@@ -18,10 +21,17 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from agvas.data.io import DEFAULT_MAX_PIXELS
+
+if TYPE_CHECKING:
+    from agvas.evaluate.runner import Distributed, EvalSettings
 
 DEFAULT_OUT = Path("eval_out")
 DEFAULT_COMPARE_OUT = Path("eval_compare")
@@ -46,6 +56,15 @@ def evaluate(
     out: Path | None = typer.Option(None, help=f"output folder (default: {DEFAULT_OUT}; with --compare "
                                                 f"{DEFAULT_COMPARE_OUT})"),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1,
+                                   help="skip images and masks with more pixels than this (read from the header)"),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root",
+                                            help="read meta.json paths that are absolute or contain '..'"),
+    threshold: float | None = typer.Option(None, min=0.0, max=0.999,
+                                           help="cut on P for the masks [default: the paper's 0.5]"),
+    min_area: float = typer.Option(0.0, "--min-area", min=0.0, max=0.999,
+                                   help="empty masks covering less than this share of the image (AG-VAS; "
+                                        "choose it on data you do not report on)"),
 ) -> None:
     """Evaluate on a dataset: writes metrics.json, metrics.md, pr_curves.png and gallery.png into OUT."""
     err = Console(stderr=True)
@@ -61,25 +80,63 @@ def evaluate(
     if data is None:
         err.print("[red]error:[/red] --data DATASET_ROOT is required (a folder with meta.json)")
         raise typer.Exit(2)
-    _evaluate(data, checkpoint, method, mode, expectation, image_size, sigma, batch_size, limit, split,
-              out or DEFAULT_OUT, device, err)
+    from agvas.evaluate.runner import EvalSettings
+
+    settings = EvalSettings(split=split, image_size=image_size, sigma=sigma, batch_size=batch_size, limit=limit,
+                            max_pixels=max_pixels, allow_outside_root=allow_outside_root, threshold=threshold,
+                            min_area=min_area)
+    _evaluate(data, checkpoint, method, mode, expectation, settings, out or DEFAULT_OUT, device, err)
+
+
+def _check_dataset(data: Path, split: str, allow_outside_root: bool, err: Console) -> None:
+    """Exit 2 before a model is loaded when meta.json is unusable, lists no image, or leaves the root."""
+    from agvas.data.io import DataError
+    from agvas.data.meta import META_FILE, check_inside_root, load_meta
+
+    try:
+        meta = load_meta(data, split)
+        if not allow_outside_root:
+            check_inside_root(data, meta, split)
+    except (DataError, ValueError) as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    if not any(meta.values()):
+        err.print(f"[red]error:[/red] {escape(str(data / META_FILE))}: split {split!r} lists no images; nothing "
+                  "to evaluate (choose another --split, or prepare the dataset with `agvas data prepare`)")
+        raise typer.Exit(2)
 
 
 def _evaluate(data: Path, checkpoint: str | None, method_name: str, mode: str, expectation: str | None,
-              image_size: int | None, sigma: float, batch_size: int, limit: int | None, split: str, out: Path,
-              device: str | None, err: Console) -> None:
-    from agvas.data.io import DataError
-    from agvas.data.meta import load_meta
+              settings: EvalSettings, out: Path, device: str | None, err: Console) -> None:
+    from agvas.cli.common import check_mode_flags, prepare_out
+    from agvas.data.folder_lock import FolderBusyError, folder_lock
+    from agvas.data.io import quiet_bomb_warnings
+    from agvas.evaluate.runner import Distributed
+
+    _check_dataset(data, settings.split, settings.allow_outside_root, err)
+    if method_name == "agvas":
+        check_mode_flags(mode, expectation, err)
+    quiet_bomb_warnings()
+    dist = Distributed.detect()
+    if dist.is_main:
+        prepare_out(out, err)
+        try:
+            with folder_lock(out):  # the other processes only write their shards, which the main one merges
+                _run(data, checkpoint, method_name, mode, expectation, settings, out, device, err, dist)
+        except FolderBusyError as e:
+            err.print(f"[red]error:[/red] {escape(str(e))}")
+            raise typer.Exit(2) from None
+    else:
+        _run(data, checkpoint, method_name, mode, expectation, settings, out, device, err, dist)
+
+
+def _run(data: Path, checkpoint: str | None, method_name: str, mode: str, expectation: str | None,
+         settings: EvalSettings, out: Path, device: str | None, err: Console, dist: Distributed) -> None:
+    """Load the method, evaluate (this process's share), and on the main process write the report."""
     from agvas.evaluate.methods import build_method
     from agvas.evaluate.report import METRICS_MD, metrics_document, write_run_report
-    from agvas.evaluate.runner import Distributed, EvalSettings, run_evaluation
+    from agvas.evaluate.runner import run_evaluation
 
-    try:
-        load_meta(data, split)  # fail before a model is loaded
-    except (DataError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
-    dist = Distributed.detect()
     started = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     if method_name == "agvas":
@@ -88,12 +145,12 @@ def _evaluate(data: Path, checkpoint: str | None, method_name: str, mode: str, e
         _quiet_transformers()
     try:
         method = build_method(method_name, checkpoint, mode, expectation,
-                              device=device if device is not None or dist.world == 1 else dist.device)
+                              device=device if device is not None or dist.world == 1 else dist.device,
+                              threshold=settings.threshold, min_area=settings.min_area)
     except (OSError, ValueError, RuntimeError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     load_seconds = time.perf_counter() - t0
-    settings = EvalSettings(split=split, image_size=image_size, sigma=sigma, batch_size=batch_size, limit=limit)
 
     progress = Progress(TextColumn("eval" + (f" [{dist.rank}/{dist.world}]" if dist.world > 1 else "")),
                         BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),

@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 
 from agvas.model.config import PRESETS, VARIANTS
-from agvas.model.summary import parameter_table
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -36,6 +35,7 @@ def info(
 
     from agvas.anchors import DIRECT_INSTRUCTION, IMAGE_PLACEHOLDER, direct_answer
     from agvas.model.build import build_model
+    from agvas.model.summary import parameter_table
 
     if preset not in PRESETS or variant not in VARIANTS:
         raise typer.BadParameter(f"preset must be one of {list(PRESETS)}, variant one of {list(VARIANTS)}")

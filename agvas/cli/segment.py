@@ -1,56 +1,28 @@
 """`agvas segment PATH...`: masks, heat maps and overlays for files, folders and globs.
 
-A file that cannot be read (or breaks the model) is reported and skipped; the rest go on and the exit
-code is 1. Every output is written atomically, and results.jsonl is rewritten merged by path, so a
-rerun into the same folder updates lines instead of duplicating them (and keeps other runs' lines).
+A file that cannot be read, is over --max-pixels (judged from its header) or breaks the model is
+reported and skipped; the rest go on and the exit code is 1. Every picture is written atomically and
+each image's line is appended to results.jsonl as soon as its pictures are on disk (`results_file`),
+so a killed run keeps what it finished and a rerun skips it (unless --overwrite). The output folder is
+locked for the run: a second run into it refuses (`agvas.data.folder_lock`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-RESULTS_FILE = "results.jsonl"
+from agvas.cli.common import check_mode_flags, prepare_out
+from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, output_stem
+from agvas.data.io import DEFAULT_MAX_PIXELS
 
-
-def read_results(path: Path) -> dict[str, dict]:
-    """Existing records by path (unparseable lines are dropped: the file is rewritten whole)."""
-    records: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "path" in rec:
-                records[rec["path"]] = rec
-    return records
-
-
-def write_results(path: Path, records: dict[str, dict]) -> None:
-    from agvas.data.io import atomic_write_bytes
-
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records.values())
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def output_stem(path: Path, key: str, taken: dict[str, str]) -> str:
-    """The file's stem, or stem-<hash of its path> when another input already owns that stem.
-
-    `taken` maps stems to the path that owns them (from earlier runs and this one), so the same input
-    always gets the same names and two inputs never overwrite each other's pictures.
-    """
-    stem = path.stem
-    owner = taken.get(stem)
-    if owner is not None and owner != key:
-        stem = f"{path.stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-    taken[stem] = key
-    return stem
+__all__ = ["RESULTS_FILE", "load_segmenter", "segment"]
 
 
 def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dtype: str | None = None):
@@ -80,63 +52,98 @@ def segment(
     expectation: str | None = typer.Option(None, help="normal-appearance sentence (needed by describe-plus)"),
     checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name [default: checkpoints/"
                                                       "agvas-tiny]"),
-    out: Path = typer.Option(Path("segment_out"), help="output folder"),
+    out: Path = typer.Option(Path("segment_out"), help="output folder (one run at a time)"),
     batch_size: int = typer.Option(8, min=1, help="images per forward pass"),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]"),
     max_new_tokens: int = typer.Option(256, min=1, help="answer length limit of the generating modes"),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, min=1,
+                                   help="skip images with more pixels than this (read from the header)"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="redo images that already have their pictures and record in OUT"),
+    threshold: float = typer.Option(0.5, min=0.0, max=0.999, help="cut on P for the mask (the paper's 0.5)"),
+    min_area: float = typer.Option(0.0, "--min-area", min=0.0, max=0.999,
+                                   help="empty masks covering less than this share of the image (0: off)"),
 ) -> None:
     """Segment anomalies; writes <stem>_mask.png (0/255), <stem>_heat.png, <stem>_overlay.png, results.jsonl."""
     from agvas.cli.model import _quiet_transformers
-    from agvas.infer.images import ImageLoadError, expand_paths, load_image
-    from agvas.infer.segmenter import check_mode
+    from agvas.data.folder_lock import FolderBusyError, folder_lock
+    from agvas.data.io import quiet_bomb_warnings
+    from agvas.infer.decision import Decision
+    from agvas.infer.images import expand_paths
 
     err = Console(stderr=True)
-    try:
-        check_mode(mode, expectation)
-    except ValueError as e:
-        err.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+    check_mode_flags(mode, expectation, err)
+    quiet_bomb_warnings()
     found = expand_paths(paths)
     failures = list(found.problems)
     for problem in found.problems:
-        err.print(f"[yellow]skipped[/yellow] {problem}")
+        err.print(f"[yellow]skipped[/yellow] {escape(problem)}")
     if not found.paths:
         err.print("[red]error:[/red] no images to segment")
         raise typer.Exit(1)
-    _quiet_transformers()
-    segmenter = load_segmenter(checkpoint, device, err)
-
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / RESULTS_FILE
-    records = read_results(results_path)
-    taken = {Path(r["mask"]).name.removesuffix("_mask.png"): p for p, r in records.items() if "mask" in r}
-    done = 0
-    progress = Progress(TextColumn("segment"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err)
-
-    def run_batch(batch: list[tuple[Path, str, object]]) -> list:
-        """Results for a batch; when the batch fails, each image alone, so one bad image costs only itself."""
-        try:
-            return segmenter.segment([a for _, _, a in batch], instruction=instruction, mode=mode,
-                                     expectation=expectation, batch_size=len(batch), max_new_tokens=max_new_tokens)
-        except Exception as e:  # any failure of one image must not stop the run
-            if len(batch) > 1:
-                return [r for item in batch for r in run_batch([item])]
-            failures.append(f"{batch[0][0]}: {e}")
-            err.print(f"[yellow]failed[/yellow] {batch[0][0]}: {e}")
-            return [None]
-
+    prepare_out(out, err)
     try:
+        with folder_lock(out):
+            done, skipped = _run(found.paths, len(found.problems), out, failures, err, overwrite=overwrite,
+                                 load=lambda: (_quiet_transformers(), load_segmenter(checkpoint, device, err))[1],
+                                 options={"instruction": instruction, "mode": mode, "expectation": expectation,
+                                          "max_new_tokens": max_new_tokens,
+                                          "decision": Decision(threshold, min_area)},
+                                 batch_size=batch_size, max_pixels=max_pixels)
+    except FolderBusyError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    if skipped:
+        err.print(f"{skipped} already done in {escape(str(out))} (kept; --overwrite redoes them)")
+    err.print(f"{done} image(s) segmented into {escape(str(out))}; {len(failures)} failed")
+    if failures:
+        raise typer.Exit(1)
+
+
+def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err: Console, *, overwrite: bool,
+         load: Callable[[], Any], options: dict[str, Any], batch_size: int, max_pixels: int) -> tuple[int, int]:
+    """Segment `paths` into the locked `out`; returns (segmented, skipped as already done).
+
+    The progress bar counts every input given, the ones already reported as problems included, so three
+    paths of which one is missing show 3/3 at the end rather than 2/2. The model is loaded only when
+    some image needs it.
+    """
+    from agvas.infer.images import ImageLoadError, load_image
+
+    log = ResultsLog(out)
+    try:
+        taken = {Path(r["mask"]).name.removesuffix("_mask.png"): p for p, r in log.records.items() if "mask" in r}
+        keyed = [(path, str(path.resolve())) for path in paths]
+        decision = options["decision"]
+        settings = {"mode": options["mode"], "threshold": decision.threshold, "min_area": decision.min_area}
+        todo = [(path, key) for path, key in keyed if overwrite or not is_done(out, log.records.get(key), settings)]
+        done = 0
+        progress = Progress(TextColumn("segment"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=err)
         with progress:
-            task = progress.add_task("segment", total=len(found.paths))
-            for start in range(0, len(found.paths), batch_size):
+            task = progress.add_task("segment", total=len(paths) + n_problems,
+                                     completed=n_problems + len(paths) - len(todo))
+            segmenter = load() if todo else None
+
+            def run_batch(batch: list[tuple[Path, str, object]]) -> list:
+                """Results for a batch; when it fails, each image alone, so one bad image costs only itself."""
+                try:
+                    return segmenter.segment([a for _, _, a in batch], batch_size=len(batch), **options)
+                except Exception as e:  # any failure of one image must not stop the run
+                    if len(batch) > 1:
+                        return [r for item in batch for r in run_batch([item])]
+                    failures.append(f"{batch[0][0]}: {e}")
+                    err.print(f"[yellow]failed[/yellow] {escape(str(batch[0][0]))}: {escape(str(e))}")
+                    return [None]
+
+            for start in range(0, len(todo), batch_size):
                 batch = []
-                for path in found.paths[start:start + batch_size]:
+                for path, key in todo[start:start + batch_size]:
                     try:
-                        batch.append((path, str(path.resolve()), load_image(path)))
+                        batch.append((path, key, load_image(path, max_pixels=max_pixels)))
                     except ImageLoadError as e:
                         failures.append(str(e))
-                        err.print(f"[yellow]skipped[/yellow] {e}")
+                        err.print(f"[yellow]skipped[/yellow] {escape(str(e))}")
                         progress.advance(task)
                 if not batch:
                     continue
@@ -144,15 +151,13 @@ def segment(
                     progress.advance(task)
                     if result is None:
                         continue
-                    records[key] = _save(out, path, key, image, result, taken)
+                    log.add(_save(out, path, key, image, result, taken))
                     if not result.anchors_found:
-                        err.print(f"[yellow]note[/yellow] {path}: {result.note}")
+                        err.print(f"[yellow]note[/yellow] {escape(str(path))}: {result.note}")
                     done += 1
     finally:
-        write_results(results_path, records)
-    err.print(f"{done} image(s) segmented into {out}; {len(failures)} failed")
-    if failures:
-        raise typer.Exit(1)
+        log.close()
+    return done, len(paths) - len(todo)
 
 
 def _save(out: Path, path: Path, key: str, image, result, taken: dict[str, str]) -> dict:

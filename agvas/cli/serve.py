@@ -22,10 +22,25 @@ def serve(
     max_queue: int = typer.Option(64, min=1, help="requests waiting beyond this get 503 (retry later)"),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]"),
     max_new_tokens: int = typer.Option(256, min=1, help="answer length limit of the generating modes"),
+    timeout_header: float = typer.Option(10.0, min=0.01, help="seconds a connection may take to send its request "
+                                                              "line and headers; then it is closed"),
+    timeout_read: float = typer.Option(30.0, min=0.01, help="seconds a request body may stall before it is "
+                                                            "complete; then 408"),
+    timeout_keep_alive: int = typer.Option(5, min=1, help="seconds an idle keep-alive connection stays open "
+                                                          "(uvicorn's timeout_keep_alive)"),
+    limit_concurrency: int = typer.Option(256, min=2, help="at this many open connections or running "
+                                                           "requests, new requests get 503 (uvicorn's "
+                                                           "limit_concurrency)"),
+    max_header_bytes: int = typer.Option(16384, min=1024, help="longest request line + headers (uvicorn's "
+                                                                "h11_max_incomplete_event_size); longer: 400"),
+    allowed_hosts: list[str] = typer.Option([], "--allowed-hosts", help="accepted Host header, repeatable, "
+                                            "e.g. --allowed-hosts agvas.example.org or '*.example.org'; "
+                                            "others get 400 (Starlette's TrustedHostMiddleware) [default: any]"),
 ) -> None:
     """Serve the web page (/) and the HTTP API (/v1/segment, /v1/chat, /healthz, /docs)."""
     from agvas.cli.model import _quiet_transformers
     from agvas.cli.segment import load_segmenter
+    from agvas.serve.connections import ConnectionLimits
     from agvas.serve.images import DEFAULT_MAX_PIXELS
     from agvas.serve.server import is_loopback
 
@@ -37,11 +52,17 @@ def serve(
 
     from agvas.serve.app import create_app
 
+    limits = ConnectionLimits(timeout_header_s=timeout_header, timeout_keep_alive_s=timeout_keep_alive,
+                              limit_concurrency=limit_concurrency, max_header_bytes=max_header_bytes)
     app = create_app(segmenter, max_upload_mb=max_upload_mb, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
-                     max_batch=max_batch, max_queue=max_queue, max_new_tokens=max_new_tokens)
+                     max_batch=max_batch, max_queue=max_queue, max_new_tokens=max_new_tokens,
+                     timeout_read_s=timeout_read, allowed_hosts=allowed_hosts or None)
     if not is_loopback(host):
         err.print(f"[yellow]warning:[/yellow] binding {host}: the server has no authentication; anyone who can "
                   "reach this address can use it")
+        if not allowed_hosts:
+            err.print("[yellow]warning:[/yellow] any Host header is accepted; name this server's with "
+                      "--allowed-hosts")
     err.print(f"model {segmenter.source} on {segmenter.device}; page http://{host}:{port}/ , API docs "
               f"http://{host}:{port}/docs")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", **limits.uvicorn_options())

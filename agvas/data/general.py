@@ -130,7 +130,7 @@ def _reference(target: Shape, shapes: list[Shape], rng: np.random.Generator) -> 
     return _pick(rng, tuple(options))
 
 
-def _seg_turns(question: str, anchors: tuple[str, ...], rng: np.random.Generator) -> list[dict[str, str]]:
+def seg_turns(question: str, anchors: tuple[str, ...], rng: np.random.Generator) -> list[dict[str, str]]:
     answer = _pick(rng, SEG_ANSWERS).format(anchors=anchor_string(anchors))
     return [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\n{question}"},
             {"role": "assistant", "content": answer}]
@@ -150,7 +150,7 @@ class ShapeReferringSource:
         target = shapes[int(rng.integers(len(shapes)))]
         question = _pick(rng, REFER_QUESTIONS).format(ref=_reference(target, shapes, rng))
         return {"image": image, "mask": target.mask.astype(np.uint8),
-                "conversation": _seg_turns(question, self.anchors, rng),
+                "conversation": seg_turns(question, self.anchors, rng),
                 "has_mask": True, "source": "general", "anomalous": False}
 
 
@@ -286,5 +286,5 @@ class LisaFolderSource:
             question = f"{text} {_pick(rng, REASON_SUFFIXES)}"
         else:
             question = _pick(rng, PHRASE_QUESTIONS).format(text=text.rstrip("."))
-        return {"image": item.image, "mask": item.mask, "conversation": _seg_turns(question, self.anchors, rng),
+        return {"image": item.image, "mask": item.mask, "conversation": seg_turns(question, self.anchors, rng),
                 "has_mask": True, "source": "general", "anomalous": False}

@@ -21,20 +21,73 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
+DEFAULT_MAX_PIXELS = 4096 * 4096
+"""16.8 megapixels: the largest image any command decodes unless told otherwise (--max-pixels). The float
+maps of one result at that size already take ~200 MB; a 12000x12000 bilevel PNG of 17 kB took 98 s and
+7.8 GB before this limit existed. The server, `segment`, `chat`, `eval` and `data prepare` share it."""
+
+# What Pillow raises for a file it cannot parse (EOFError: pixel data cut short).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+
 class DataError(ValueError):
     """A file that cannot be used, with the file named in the message."""
 
 
-def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Any image mode (L, RGB, RGBA, P, 16-bit I;16/I) as uint8 HxWx3 RGB."""
+class ImageTooLargeError(DataError):
+    """An image over the pixel limit (or one Pillow calls a decompression bomb), refused before decoding."""
+
+
+def too_large_message(path: str | os.PathLike, width: int, height: int, max_pixels: int) -> str:
+    return (f"{path}: image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(raise it with --max-pixels)")
+
+
+def open_image(path: str | os.PathLike, max_pixels: int | None = None, what: str = "image") -> Image.Image:
+    """Open an image and check its size from the header alone, before a pixel is decoded.
+
+    A header over `max_pixels` (None: only Pillow's own decompression-bomb limit) is an
+    ImageTooLargeError; any other failure is a DataError naming the file. The caller closes the image.
+    """
     path = Path(path)
     try:
-        with Image.open(path) as im:
+        im = Image.open(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {'file' if what == 'image' else what} not found") from None
+    except Image.DecompressionBombError as err:
+        limit = f"at most {max_pixels:,} pixels are read (--max-pixels)" if max_pixels else "refused"
+        raise ImageTooLargeError(f"{path}: {what} is too large to decode ({err}); {limit}") from None
+    except _DECODE_ERRORS as err:
+        raise DataError(f"{path}: cannot read {what} ({err})") from None
+    width, height = im.size
+    if max_pixels is not None and width * height > max_pixels:
+        im.close()
+        raise ImageTooLargeError(too_large_message(path, width, height, max_pixels))
+    return im
+
+
+def quiet_bomb_warnings() -> None:
+    """Silence Pillow's DecompressionBombWarning for the rest of a command that checks --max-pixels itself.
+
+    The warning would be printed once, as noise, for a file the command refuses with a clearer message.
+    Only commands call this (it changes the process's warning filters), never library code.
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def read_image_rgb(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Any image mode (L, RGB, RGBA, P, 16-bit I;16/I) as uint8 HxWx3 RGB; see `open_image` for the limit."""
+    path = Path(path)
+    im = open_image(path, max_pixels)
+    try:
+        with im:
             im.load()
             return to_rgb_array(im)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(f"{path}: image is too large to decode ({err})") from None
+    except _DECODE_ERRORS as err:
         raise DataError(f"{path}: cannot read image ({err})") from None
 
 
@@ -53,16 +106,17 @@ def to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.asarray(im.convert("RGB"))
 
 
-def read_mask(path: str | os.PathLike, threshold: int = 128) -> np.ndarray:
+def read_mask(path: str | os.PathLike, threshold: int = 128, max_pixels: int | None = None) -> np.ndarray:
     """A mask file of any mode as uint8 {0,1}; grey levels (JPEG masks) are thresholded."""
     path = Path(path)
+    im = open_image(path, max_pixels, what="mask")
     try:
-        with Image.open(path) as im:
+        with im:
             im.load()
             arr = np.asarray(im.convert("L") if im.mode not in ("1", "L", "I;16", "I") else im)
-    except FileNotFoundError:
-        raise DataError(f"{path}: mask not found") from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageTooLargeError(f"{path}: mask is too large to decode ({err})") from None
+    except _DECODE_ERRORS as err:
         raise DataError(f"{path}: cannot read mask ({err})") from None
     if arr.dtype == bool:
         return arr.astype(np.uint8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
@@ -99,12 +99,44 @@ def load_meta(root: str | os.PathLike, split: str = "test") -> dict[str, list[En
     return out
 
 
-def load_sample(root: str | os.PathLike, entry: Entry) -> Sample:
-    """Load an entry's pixels; a mask whose size differs from its image is an error naming both."""
+def _outside(path: str) -> bool:
+    """Whether a meta.json path leaves the root on its face: absolute, or climbing with `..`.
+
+    Judged from the text, not by resolving links: `agvas data prepare` links images into the root from
+    wherever the publisher's files are, and those links are the dataset's own.
+    """
+    if not path:
+        return False
+    posix, windows = PurePosixPath(path), PureWindowsPath(path)
+    return posix.is_absolute() or bool(windows.drive or windows.root) or ".." in posix.parts or ".." in windows.parts
+
+
+def check_inside_root(root: str | os.PathLike, entries: dict[str, list[Entry]], split: str = "test") -> None:
+    """Refuse entries whose image or mask path is absolute or climbs out of the root with `..`.
+
+    A meta.json is data: it may come with a downloaded dataset, and must not make a tool read (and put
+    in its report's gallery) files from elsewhere on the machine. The error names the first such entry.
+    """
+    path = Path(root) / META_FILE
+    for cls, es in entries.items():
+        for i, e in enumerate(es):
+            for field_name in ("img_path", "mask_path"):
+                value = getattr(e, field_name)
+                if _outside(value):
+                    raise DataError(f"{path}: {split}/{cls}[{i}]: {field_name} {value!r} lies outside the dataset "
+                                    "root (absolute or with '..'); pass --allow-outside-root to read it anyway")
+
+
+def load_sample(root: str | os.PathLike, entry: Entry, max_pixels: int | None = None) -> Sample:
+    """Load an entry's pixels; a mask whose size differs from its image is an error naming both.
+
+    An image or mask whose header claims more than `max_pixels` pixels is an ImageTooLargeError, raised
+    before it is decoded (None: only Pillow's decompression-bomb limit).
+    """
     root = Path(root)
-    image = read_image_rgb(root / entry.img_path)
+    image = read_image_rgb(root / entry.img_path, max_pixels)
     if entry.mask_path:
-        mask = read_mask(root / entry.mask_path)
+        mask = read_mask(root / entry.mask_path, max_pixels=max_pixels)
         if mask.shape != image.shape[:2]:
             raise DataError(
                 f"{root / entry.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,22 +72,30 @@ class PoolItem:
 
 
 class MetaPool:
-    """The entries of a meta.json split, loaded on demand.
+    """The entries of one or more meta.json splits, loaded on demand.
 
-    `keep_anomalous`, when given, restricts the anomalous entries to those paths (e.g. the ones that
-    have an LMM record); normal entries are always kept.
+    A training set names its splits because publishers split differently: in the MVTec-AD and VisA
+    layouts `train` holds only good images and every anomaly is in `test`, so a real training set
+    usually contributes both. `keep_anomalous`, when given, restricts the anomalous entries to those
+    paths (e.g. the ones that have an LMM record); normal entries are always kept. `augment`
+    (`agvas.data.augment.augment_pair`-like) is applied to every drawn pair, so that real images see
+    the crops, flips and lighting a camera would give them.
     """
 
-    def __init__(self, root: str | os.PathLike, split: str = "test", classes: Collection[str] | None = None,
-                 keep_anomalous: Collection[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, split: str | Sequence[str] = "test",
+                 classes: Collection[str] | None = None, keep_anomalous: Collection[str] | None = None,
+                 augment: Callable[[np.ndarray, np.ndarray, np.random.Generator],
+                                   tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.root = Path(root)
-        meta = load_meta(self.root, split)
+        self.splits = (split,) if isinstance(split, str) else tuple(split)
         keep = set(keep_anomalous) if keep_anomalous is not None else None
-        entries = [e for c, es in meta.items() if classes is None or c in classes for e in es]
+        entries = [e for sp in self.splits for c, es in load_meta(self.root, sp).items()
+                   if classes is None or c in classes for e in es]
         self.anomalous: list[Entry] = [e for e in entries if e.anomalous and (keep is None or e.img_path in keep)]
         self.normal: list[Entry] = [e for e in entries if not e.anomalous]
+        self.augment = augment
         if not self.anomalous and not self.normal:
-            raise ValueError(f"{self.root}: no usable entries in split {split!r}")
+            raise ValueError(f"{self.root}: no usable entries in split(s) {', '.join(self.splits)}")
 
     def __len__(self) -> int:
         return len(self.anomalous) + len(self.normal)
@@ -109,7 +117,11 @@ class MetaPool:
             pool = self.normal if rng.random() < normal_rate else self.anomalous
         e = pool[int(rng.integers(len(pool)))]
         s = load_sample(self.root, e)
-        return PoolItem(s.image, s.mask, s.cls_name, s.anomalous, e.img_path)
+        image, mask = s.image, s.mask
+        if self.augment is not None:
+            image, mask = self.augment(image, mask, rng)
+        # A crop can cut a small defect out: the pair is then what it shows, a normal image.
+        return PoolItem(image, mask, s.cls_name, s.anomalous and bool(mask.any()), e.img_path)
 
 
 class GeneratorPool:
@@ -148,11 +160,35 @@ class GeneratorPool:
         return PoolItem(np.asarray(image), mask, cls_name, anomalous, None, meta)
 
 
-Pool = MetaPool | GeneratorPool
+class Pool(Protocol):
+    """Anything that draws a `PoolItem`: a meta.json split, a generator, or a union of pools."""
+
+    def draw(self, rng: np.random.Generator, normal_rate: float | None = None) -> PoolItem: ...
+
+
+class UnionPool:
+    """Draws from one of several pools by weight: e.g. synthetic images beside real training sets.
+
+    `normal_rate` is passed on, so each real set keeps the configured share of good images whatever its
+    own balance (VisA ships twice as many good images as defective ones, BSData none).
+    """
+
+    def __init__(self, pools: Sequence[Pool], weights: Sequence[float] | None = None) -> None:
+        if not pools:
+            raise ValueError("a union needs at least one pool")
+        weights = [1.0] * len(pools) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(pools) or any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"need one weight >= 0 per pool with a positive sum, got {weights} for {len(pools)}")
+        self.pools = list(pools)
+        self.probs = np.asarray(weights) / sum(weights)
+
+    def draw(self, rng: np.random.Generator, normal_rate: float | None = None) -> PoolItem:
+        return self.pools[int(rng.choice(len(self.pools), p=self.probs))].draw(rng, normal_rate)
 
 
 def _as_pool(pool: Pool | Callable[[np.random.Generator], Any]) -> Pool:
-    return pool if isinstance(pool, MetaPool | GeneratorPool) else GeneratorPool(pool)
+    """A pool as it is (anything with `draw`), a bare generator function wrapped."""
+    return pool if callable(getattr(pool, "draw", None)) else GeneratorPool(pool)  # type: ignore[arg-type]
 
 
 def _sample_dict(item: PoolItem, conversation: list[dict[str, str]], source: str) -> dict[str, Any]:

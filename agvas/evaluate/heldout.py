@@ -1,8 +1,10 @@
-"""The trainer's periodic check: direct segmentation of the held-out synthetic categories.
+"""The trainer's periodic check: direct segmentation of the held-out synthetic categories and of the
+real validation sets.
 
-Per held-out family the protocol's figures (pixel AP, F1-max, IoU_ano, IoU_nor) are computed and
-averaged over families, exactly as for a benchmark, through inference's direct fast path — so the
-figures in log.csv are those `agvas eval` reports for the same images.
+Per held-out family (or real class) the protocol's figures (pixel AP, F1-max, IoU_ano, IoU_nor) are
+computed and averaged over categories, exactly as for a benchmark, through inference's direct fast
+path — so the figures in log.csv are those `agvas eval` reports for the same images. Real validation
+figures are prefixed `val_`: a run that learns to flag every good part shows it here, not at the end.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from agvas.evaluate.metrics import CategoryAccumulator, mean_over_categories
 from agvas.infer.segmenter import Segmenter
 from agvas.model.agvas import AGVASModel
 from agvas.train.config import DataSection
-from agvas.train.data import HeldOutSample, heldout_samples
+from agvas.train.data import HeldOutSample, heldout_samples, validation_samples
 
 REPORTED = ("ap", "f1_max", "iou_ano", "iou_nor")
 
@@ -33,8 +35,12 @@ def evaluate_samples(model: AGVASModel, samples: Sequence[HeldOutSample], batch_
 def make_heldout_evaluator(cfg: DataSection, n: int, seed: int) -> Callable[[AGVASModel, int], dict[str, float]]:
     """Samples are drawn once, so every evaluation of a run sees the same images."""
     samples = heldout_samples(cfg, n, seed)
+    real = [s for root in cfg.validation for s in validation_samples(root, cfg.validation_images, cfg.image_size)]
 
     def evaluate(model: AGVASModel, step: int) -> dict[str, float]:
-        return evaluate_samples(model, samples)
+        metrics = evaluate_samples(model, samples)
+        if real:
+            metrics |= {f"val_{k}": v for k, v in evaluate_samples(model, real).items()}
+        return metrics
 
     return evaluate

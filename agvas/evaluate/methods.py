@@ -28,6 +28,9 @@ class Prediction:
     """float32 HxW: the map the threshold-free metrics (AP, F1-max, AUROC, AUPRO) rank."""
     mask: np.ndarray
     """bool HxW: the binary answer the IoUs score."""
+    text: str | None = None
+    """The generated answer, for the text-mask agreement; None when the method writes no text of its own
+    (the training-free reference, and `direct` mode, whose answer is a fixed teacher-forced string)."""
 
 
 class Method(Protocol):
@@ -87,35 +90,42 @@ class AGVASMethod:
         self.mode = mode
         self.expectation = expectation
         self.instruction = instruction
-        self.threshold = float(segmenter.model.config.threshold)
+        self.threshold = float(segmenter.decision.threshold)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "checkpoint": self.segmenter.source, "mode": self.mode,
                 "expectation": self.expectation, "instruction": self.instruction,
-                "variant": self.segmenter.model.config.name, "threshold": self.threshold}
+                "variant": self.segmenter.model.config.name, **self.segmenter.decision.describe()}
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         # Arrays straight from PIL are read-only, which torch.from_numpy warns about; a copy is cheap here.
         arrays = [im if im.flags.writeable else im.copy() for im in images]
         results = self.segmenter.segment(arrays, self.instruction, self.mode, self.expectation,
                                          batch_size=max(1, len(arrays)))
-        return [Prediction(np.asarray(r.anomaly_map, dtype=np.float32), np.asarray(r.mask, dtype=bool))
+        generates = self.mode != "direct"
+        return [Prediction(np.asarray(r.anomaly_map, dtype=np.float32), np.asarray(r.mask, dtype=bool),
+                           r.text if generates else None)
                 for r in results]
 
 
 def build_method(name: str, checkpoint: str | None = None, mode: str = "direct", expectation: str | None = None,
-                 instruction: str | None = None, device: Any = None) -> Method:
+                 instruction: str | None = None, device: Any = None, threshold: float | None = None,
+                 min_area: float = 0.0) -> Method:
     """A method by its command-line name; arguments that do not apply to it are an error, not ignored,
-    so a table row never claims a checkpoint or mode it did not use."""
+    so a table row never claims a checkpoint or mode it did not use. `threshold` None: the method's own
+    (0.5, the paper's); `min_area` (AG-VAS only) is `agvas.infer.decision`'s optional rule."""
     if name == "median-deviation":
         if checkpoint is not None:
             raise ValueError("--method median-deviation is training-free: it takes no --checkpoint")
-        if mode != "direct" or expectation is not None or instruction is not None:
-            raise ValueError("--method median-deviation has no modes, instruction or expectation")
-        return MedianDeviationMethod()
+        if mode != "direct" or expectation is not None or instruction is not None or min_area:
+            raise ValueError("--method median-deviation has no modes, instruction, expectation or --min-area")
+        return MedianDeviationMethod() if threshold is None else MedianDeviationMethod(threshold=threshold)
     if name == "agvas":
+        from agvas.infer.decision import Decision
         from agvas.infer.segmenter import Segmenter, check_mode
 
         check_mode(mode, expectation)  # before the (slow) model load
-        return AGVASMethod(Segmenter.from_pretrained(checkpoint, device=device), mode, expectation, instruction)
+        segmenter = Segmenter.from_pretrained(checkpoint, device=device)
+        segmenter.decision = Decision(segmenter.decision.threshold if threshold is None else threshold, min_area)
+        return AGVASMethod(segmenter, mode, expectation, instruction)
     raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

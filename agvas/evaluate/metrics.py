@@ -5,7 +5,16 @@ Protocol (DESIGN.md, "Evaluation protocol"; paper section 4.1):
 * pixel AP, F1-max, AUROC and AUPRO are computed on *all pixels of a category pooled*;
 * IoU_ano is the IoU of the binary mask with the ground truth per anomalous image, averaged;
   IoU_nor is 1 per normal image whose binary mask is empty (else 0), averaged;
-* the dataset figure is the mean over categories (:func:`mean_over_categories`).
+* image-level figures, as CLIP-based zero-shot papers report them: the image score is the maximum of
+  the map the pixel metrics rank; image AUROC, AP and F1-max rank those scores against "has an
+  anomalous GT pixel"; the false-alarm rate is the share of normal images whose binary mask is not
+  empty, the miss rate the share of anomalous images whose mask is empty;
+* the dataset figure is the mean over categories (:func:`mean_over_categories`);
+* text-mask agreement (generating modes only): the share of images whose answer's verdict
+  (:func:`agvas.evaluate.verdict.text_verdict`; undecidable answers counted apart, not scored)
+  equals the mask's (anomalous iff the binary mask is not empty). Per category, and in the dataset
+  figure **pooled over all images** rather than averaged over categories: it is a rate of a rule's
+  outcomes, not a protocol metric, and small categories would otherwise weigh as much as large ones.
 
 Why it is built this way
 ------------------------
@@ -36,7 +45,10 @@ Scores are stored as float32: two inputs that only differ below float32 precisio
 are in percent (0..100), as the paper reports them. A metric that is undefined for a category
 is NaN, never silently 0: AP, F1-max, AUROC and AUPRO need at least one anomalous pixel, AUROC
 and AUPRO also at least one normal pixel; IoU_ano needs an anomalous image and IoU_nor a
-normal one. :func:`mean_over_categories` skips NaN and says which categories it skipped.
+normal one; image AP, F1-max and the miss rate need an anomalous image, the false-alarm rate a
+normal one, image AUROC both. :func:`mean_over_categories` skips NaN and says which categories it
+skipped. The image-level figures keep one score and two flags per image, not the maps; the
+ranking metrics are then computed exactly (sklearn's definitions, ties grouped) from those scores.
 """
 
 from __future__ import annotations
@@ -49,16 +61,25 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from agvas.evaluate.verdict import text_verdict
+
 __all__ = [
+    "IMAGE_METRIC_KEYS",
     "METRIC_KEYS",
+    "PIXEL_METRIC_KEYS",
+    "TEXT_KEYS",
     "CategoryAccumulator",
     "evaluate_category",
+    "image_ranking_metrics",
     "mean_over_categories",
     "smooth",
 ]
 
-METRIC_KEYS = ("ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor")
+PIXEL_METRIC_KEYS = ("ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor")
+IMAGE_METRIC_KEYS = ("image_auroc", "image_ap", "image_f1_max", "false_alarm_rate", "miss_rate")
+METRIC_KEYS = PIXEL_METRIC_KEYS + IMAGE_METRIC_KEYS
 COUNT_KEYS = ("n_images", "n_anomalous", "n_normal")
+TEXT_KEYS = ("text_mask_agreement", "n_text", "n_text_undecidable", "n_text_agreeing")
 
 # 8-connectivity, as the MVTec AD evaluation code labels its ground-truth regions.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -106,6 +127,41 @@ def _trapezoid_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     return area
 
 
+def image_ranking_metrics(scores: Any, labels: Any) -> dict[str, float]:
+    """Image AUROC, AP and F1-max (fractions, NaN where undefined) of one score per image.
+
+    There are only as many scores as images, so this simply sorts them: tied scores form one
+    threshold, as in sklearn's ``precision_recall_curve`` and ``roc_curve``, which makes AP
+    (``sum (R_n - R_{n-1}) P_n``), F1-max and the trapezoidal AUROC equal to sklearn's.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(labels, dtype=bool).ravel()
+    nan = float("nan")
+    out = {"auroc": nan, "ap": nan, "f1_max": nan}
+    n_pos = int(y.sum())
+    n_neg = int(y.size) - n_pos
+    if n_pos == 0:
+        return out
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.append(s[1:] != s[:-1], True)  # the last image of each tie group is one threshold
+    tp = np.cumsum(y, dtype=np.float64)[last]
+    fp = np.cumsum(~y, dtype=np.float64)[last]
+    recall = tp / n_pos
+    out["ap"] = float(np.sum(np.diff(recall, prepend=0.0) * tp / (tp + fp)))
+    out["f1_max"] = float(np.max(2.0 * tp / (tp + fp + n_pos)))
+    if n_neg:
+        fpr = np.concatenate(([0.0], fp / n_neg))
+        tpr = np.concatenate(([0.0], recall))
+        out["auroc"] = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    return out
+
+
+def _percent_share(flags: list[bool]) -> float:
+    """Share of True in percent; NaN for no images (undefined, not 0)."""
+    return 100.0 * sum(flags) / len(flags) if flags else float("nan")
+
+
 class CategoryAccumulator:
     """Streams one category's images in and gives back the protocol's metrics.
 
@@ -137,12 +193,22 @@ class CategoryAccumulator:
         self._region_sizes: list[np.ndarray] = []  # int32, one array per image with anomalies
         self._iou_ano: list[float] = []
         self._iou_nor: list[float] = []
+        # Image level, one entry per image in arrival order: max of the ranked map, GT, mask non-empty.
+        self._image_scores: list[float] = []
+        self._image_labels: list[bool] = []
+        self._mask_flags: list[bool] = []
+        # (text verdict, mask non-empty) per image that came with a generated answer.
+        self._text: list[tuple[str | None, bool]] = []
         self.n_images = 0
 
     # ------------------------------------------------------------------ intake
-    def add(self, score: Any, gt: Any, mask: Any | None = None) -> None:
+    def add(self, score: Any, gt: Any, mask: Any | None = None, text: str | None = None) -> None:
         """Add one image: ``score`` float HxW (any range), ``gt`` HxW ({0,1}, bool or 0/255),
-        ``mask`` the binary prediction HxW (anything > 0 is foreground) or None.
+        ``mask`` the binary prediction HxW (anything > 0 is foreground) or None, ``text`` the
+        generated answer (None when the method writes none; only its verdict is kept).
+
+        The image score is the maximum of the map the threshold-free metrics see (smoothed when
+        ``sigma`` > 0); false alarms and misses use the binary mask, as the IoUs do.
 
         An image is anomalous iff its GT has a foreground pixel (a normal image of a benchmark
         has an all-zero mask). NaN scores are refused: they have no place in a ranking, and
@@ -156,6 +222,8 @@ class CategoryAccumulator:
             raise ValueError(f"gt shape {g.shape} differs from score shape {raw.shape}")
         if raw.dtype.kind not in "biuf":
             raise TypeError(f"score map must be real-valued, got dtype {raw.dtype}")
+        if raw.size == 0:
+            raise ValueError("score map is empty")
         s = smooth(raw, self.sigma) if self.sigma > 0 else raw.astype(np.float32, copy=False)
         if np.isnan(s).any():
             raise ValueError("score map contains NaN")
@@ -181,6 +249,12 @@ class CategoryAccumulator:
             self._iou_ano.append(inter / union if union else 1.0)
         else:
             self._iou_nor.append(0.0 if m.any() else 1.0)
+        flagged = bool(m.any())
+        self._image_scores.append(float(s.max()))
+        self._image_labels.append(bool(g.any()))
+        self._mask_flags.append(flagged)
+        if text is not None:
+            self._text.append((text_verdict(text), flagged))
         self.n_images += 1
 
     @property
@@ -295,16 +369,38 @@ class CategoryAccumulator:
             ys[-1] = 1.0
         return _trapezoid_to(xs, ys, self.aupro_limit) / self.aupro_limit
 
-    def summarise(self) -> dict[str, float | int]:
+    def summarise(self) -> dict[str, float | int | None]:
         """The protocol's figures for this category, metrics in percent (NaN where undefined)."""
         pix = self.pixel_metrics()
-        res: dict[str, float | int] = {k: 100.0 * v for k, v in pix.items()}
+        res: dict[str, float | int | None] = {k: 100.0 * v for k, v in pix.items()}
         res["iou_ano"] = 100.0 * float(np.mean(self._iou_ano)) if self._iou_ano else float("nan")
         res["iou_nor"] = 100.0 * float(np.mean(self._iou_nor)) if self._iou_nor else float("nan")
+        res.update(self.image_metrics())
+        res.update(self.text_agreement())
         res["n_images"] = self.n_images
         res["n_anomalous"] = self.n_anomalous
         res["n_normal"] = self.n_normal
         return res
+
+    def image_metrics(self) -> dict[str, float]:
+        """Image AUROC, AP, F1-max, false-alarm and miss rate in percent, NaN where undefined."""
+        ranking = image_ranking_metrics(self._image_scores, self._image_labels)
+        pairs = list(zip(self._image_labels, self._mask_flags, strict=True))
+        return {
+            **{f"image_{k}": 100.0 * v for k, v in ranking.items()},
+            "false_alarm_rate": _percent_share([flagged for anomalous, flagged in pairs if not anomalous]),
+            "miss_rate": _percent_share([not flagged for anomalous, flagged in pairs if anomalous]),
+        }
+
+    def text_agreement(self) -> dict[str, float | int | None]:
+        """Agreement of the answers' verdicts with the masks (percent of decidable answers) and the
+        counts behind it; agreement and undecidable count are NaN / None without generated answers."""
+        decided = [verdict == ("anomalous" if flagged else "normal") for verdict, flagged in self._text
+                   if verdict is not None]
+        n_text = len(self._text)
+        return {"text_mask_agreement": _percent_share(decided), "n_text": n_text,
+                "n_text_undecidable": n_text - len(decided) if n_text else None,
+                "n_text_agreeing": sum(decided)}
 
     # ------------------------------------------------------------------ sharding and curves
     def merge(self, other: CategoryAccumulator) -> None:
@@ -321,8 +417,13 @@ class CategoryAccumulator:
         self._region_sizes.extend(other._region_sizes)
         self._iou_ano.extend(other._iou_ano)
         self._iou_nor.extend(other._iou_nor)
+        self._image_scores.extend(other._image_scores)
+        self._image_labels.extend(other._image_labels)
+        self._mask_flags.extend(other._mask_flags)
+        self._text.extend(other._text)
         self.n_images += other.n_images
         other._neg, other._pos, other._region_sizes, other._iou_ano, other._iou_nor = [], [], [], [], []
+        other._image_scores, other._image_labels, other._mask_flags, other._text = [], [], [], []
         other.n_images = 0
 
     def pr_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -347,13 +448,14 @@ class CategoryAccumulator:
 
 
 def evaluate_category(
-    samples: Iterable[tuple[Any, Any] | tuple[Any, Any, Any]],
+    samples: Iterable[tuple[Any, Any] | tuple[Any, Any, Any] | tuple[Any, Any, Any, str | None]],
     *,
     threshold: float = 0.5,
     sigma: float = 0.0,
     aupro_limit: float = 0.3,
-) -> dict[str, float | int]:
-    """Metrics of one category from an iterable of ``(score, gt)`` or ``(score, gt, mask)``.
+) -> dict[str, float | int | None]:
+    """Metrics of one category from an iterable of ``(score, gt)``, ``(score, gt, mask)`` or
+    ``(score, gt, mask, text)``.
 
     A generator keeps memory at one image plus the accumulator's 4 bytes per pixel.
     """
@@ -370,12 +472,15 @@ def mean_over_categories(results: Mapping[str, Mapping[str, Any]]) -> dict[str, 
     IoU_nor of a set without normal images) is left out of that metric's mean rather than
     poisoning it; which categories were left out is returned under ``"skipped"``
     (``{metric: [category, ...]}``, only metrics with skips) and warned about, so a reader of
-    the table can tell. A metric undefined everywhere stays NaN. Counts are summed and
-    ``n_categories`` is added.
+    the table can tell. A metric undefined everywhere stays NaN; a metric that no category has at
+    all (results from an older version) is left out, not reported as skipped. Counts are summed
+    and ``n_categories`` is added. Text-mask agreement is pooled over images (see the module notes).
     """
     out: dict[str, Any] = {}
     skipped: dict[str, list[str]] = {}
     for key in METRIC_KEYS:
+        if results and not any(key in res for res in results.values()):
+            continue
         vals = []
         for name, res in results.items():
             v = res.get(key, float("nan"))
@@ -386,9 +491,20 @@ def mean_over_categories(results: Mapping[str, Mapping[str, Any]]) -> dict[str, 
         out[key] = float(np.mean(vals)) if vals else float("nan")
     for key in COUNT_KEYS:
         out[key] = int(sum(int(res.get(key, 0)) for res in results.values()))
+    out.update(_pooled_text_agreement(results))
     out["n_categories"] = len(results)
     out["skipped"] = skipped
     if skipped:
         note = "; ".join(f"{k}: {', '.join(v)}" for k, v in skipped.items())
         warnings.warn(f"metrics undefined (NaN) left out of the category mean: {note}", stacklevel=2)
     return out
+
+
+def _pooled_text_agreement(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Text-mask agreement over all images of all categories, from the per-category counts."""
+    n_text = sum(int(res.get("n_text") or 0) for res in results.values())
+    undecidable = sum(int(res.get("n_text_undecidable") or 0) for res in results.values())
+    agreeing = sum(int(res.get("n_text_agreeing") or 0) for res in results.values())
+    decided = n_text - undecidable
+    return {"text_mask_agreement": 100.0 * agreeing / decided if decided else float("nan"), "n_text": n_text,
+            "n_text_undecidable": undecidable if n_text else None, "n_text_agreeing": agreeing}

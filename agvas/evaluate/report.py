@@ -7,7 +7,10 @@ Why these shapes:
   varies between two runs of the same evaluation (time, process count, command) sits under ``"run"``,
   so two documents can be compared with that one key left out.
 * metrics.md uses the paper's layout: per-category AP, F1-max, IoU_ano, IoU_nor in percent with one
-  decimal and the unweighted mean over categories (Table 1/2), and runs side by side (Tables 3/4).
+  decimal and the unweighted mean over categories (Table 1/2), and runs side by side (Tables 3/4). A
+  second table holds the image-level figures (and, for generating modes, the text-mask agreement).
+* Runs written before a metric existed stay readable: a missing metric is shown as "–", like an
+  undefined one.
 * The plots are drawn with PIL, which the project already needs, rather than adding matplotlib.
 """
 
@@ -34,6 +37,8 @@ __all__ = [
     "METRICS_JSON",
     "METRICS_MD",
     "PR_CURVES_PNG",
+    "IMAGE_TABLE_METRICS",
+    "PIXEL_EXTRA_METRICS",
     "TABLE_METRICS",
     "GalleryRow",
     "comparison_document",
@@ -61,9 +66,18 @@ FORMAT_VERSION = 1
 TABLE_METRICS: tuple[tuple[str, str], ...] = (
     ("ap", "AP"), ("f1_max", "F1-max"), ("iou_ano", "IoU_ano"), ("iou_nor", "IoU_nor"))
 """The paper's figures, in the column order of the tables we write."""
-_METRIC_FIELDS = frozenset({"ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor"})
+PIXEL_EXTRA_METRICS: tuple[tuple[str, str], ...] = (("auroc", "P-AUROC"), ("aupro", "AUPRO"))
+"""Pixel figures the paper does not print but the field reports; metrics.md shows them after the paper's."""
+IMAGE_TABLE_METRICS: tuple[tuple[str, str], ...] = (
+    ("image_auroc", "I-AUROC"), ("image_ap", "I-AP"), ("image_f1_max", "I-F1-max"),
+    ("false_alarm_rate", "False alarm"), ("miss_rate", "Miss"))
+"""Image-level figures (image score = max of the anomaly map; false alarm / miss from the binary mask)."""
+_TEXT_COLUMN = ("text_mask_agreement", "Text–mask")
+_COMPARE_METRICS = (*TABLE_METRICS, *IMAGE_TABLE_METRICS, _TEXT_COLUMN)
+_METRIC_FIELDS = frozenset({"ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor", "text_mask_agreement",
+                            *(k for k, _ in IMAGE_TABLE_METRICS)})
 # Settings that make two runs' numbers comparable only when equal.
-_PROTOCOL_FIELDS = ("split", "image_size", "sigma", "limit")
+_PROTOCOL_FIELDS = ("split", "image_size", "sigma", "threshold", "limit")
 
 # A qualitative palette with enough distinct hues for MVTec's 15 categories.
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -142,6 +156,7 @@ def metrics_markdown(doc: dict[str, Any]) -> str:
     """The run as the paper's Table 1/2: one row per category and the mean, percent, one decimal."""
     ds, proto, counts, mean = doc["dataset"], doc["protocol"], doc["counts"], doc["mean"]
     size = proto.get("image_size")
+    pixel_columns = (*TABLE_METRICS, *PIXEL_EXTRA_METRICS)
     lines = [
         f"# Evaluation of {ds['name']} ({proto['split']} split)",
         "",
@@ -152,14 +167,14 @@ def metrics_markdown(doc: dict[str, Any]) -> str:
         f"threshold {proto['threshold']:g}" + (f"; at most {proto['limit']} images per category"
                                              if proto.get("limit") else ""),
         "",
-        _row(["Category", *[label for _, label in TABLE_METRICS], "Images (ano / nor)"]),
-        _row(["---", *["---:"] * len(TABLE_METRICS), "---:"]),
+        _row(["Category", *[label for _, label in pixel_columns], "Images (ano / nor)"]),
+        _row(["---", *["---:"] * len(pixel_columns), "---:"]),
     ]
     for name, res in doc["categories"].items():
-        lines.append(_row([name, *[format_value(res.get(k)) for k, _ in TABLE_METRICS],
+        lines.append(_row([name, *[format_value(res.get(k)) for k, _ in pixel_columns],
                            f"{res['n_anomalous']} / {res['n_normal']}"]))
     lines.append(_row([f"**Mean ({mean['n_categories']})**", *[f"**{format_value(mean.get(k))}**"
-                                                                 for k, _ in TABLE_METRICS],
+                                                                 for k, _ in pixel_columns],
                        f"{mean['n_anomalous']} / {mean['n_normal']}"]))
     ano, nor = float(mean["iou_ano"]), float(mean["iou_nor"])
     average = (ano + nor) / 2 if not (math.isnan(ano) or math.isnan(nor)) else float("nan")
@@ -172,10 +187,12 @@ def metrics_markdown(doc: dict[str, Any]) -> str:
         "AP and F1-max pool all pixels of a category; IoU_ano averages the IoU of each anomalous image, "
         "IoU_nor scores each normal image 1 when its mask is empty. The mean is unweighted over categories "
         "(Bayes-PFL protocol); – marks a metric undefined for that category (no anomalous pixels, or no "
-        "normal images), left out of the mean.",
+        "normal images), left out of the mean. P-AUROC and AUPRO (the per-region overlap integrated up to a "
+        "false-positive rate of 0.3) also pool the pixels of a category.",
     ]
+    lines += ["", *_image_level_markdown(doc)]
     skipped = mean.get("skipped") or {}
-    shown = {k for k, _ in TABLE_METRICS}
+    shown = {k for k, _ in (*pixel_columns, *IMAGE_TABLE_METRICS)}
     notes = [f"{k}: {', '.join(v)}" for k, v in skipped.items() if k in shown]
     if notes:
         lines += ["", "Left out of the mean: " + "; ".join(notes) + "."]
@@ -183,6 +200,40 @@ def metrics_markdown(doc: dict[str, Any]) -> str:
         lines += ["", f"## Failed images ({len(doc['failed'])})", ""]
         lines += [f"- `{f['path']}`: {f['error']}" for f in doc["failed"]]
     return "\n".join(lines) + "\n"
+
+
+def _image_level_markdown(doc: dict[str, Any]) -> list[str]:
+    """The image-level table; the text-mask columns only when the run's method generated text."""
+    mean = doc["mean"]
+    with_text = bool(mean.get("n_text"))
+    columns = [*IMAGE_TABLE_METRICS, *([_TEXT_COLUMN] if with_text else [])]
+    header = ["Category", *[label for _, label in columns], *(["Undecidable"] if with_text else [])]
+
+    def cells(res: dict[str, Any], bold: bool = False) -> list[str]:
+        out = [format_value(res.get(k)) for k, _ in columns]
+        if with_text:
+            n = res.get("n_text_undecidable")
+            out.append("–" if n is None else f"{int(n)} / {int(res.get('n_text') or 0)}")
+        return [f"**{c}**" for c in out] if bold else out
+
+    lines = ["## Image level", "", _row(header), _row(["---", *["---:"] * (len(header) - 1)])]
+    lines += [_row([name, *cells(res)]) for name, res in doc["categories"].items()]
+    lines += [_row([f"**Mean ({mean['n_categories']})**", *cells(mean, bold=True)]), "",
+              f"The image score is the maximum of the anomaly map (the map pixel AP ranks); I-AUROC, I-AP and "
+              f"I-F1-max rank it per category. False alarm: share of normal images whose mask (map > "
+              f"{_threshold_text(doc)}) is not empty; miss: share of anomalous images whose mask is empty."]
+    if with_text:
+        lines.append("")
+        lines.append("Text–mask: share of answers whose verdict (rule-based, `agvas.evaluate.verdict`: a negated "
+                     "defect or “normal” means normal, a described defect anomalous) equals the mask's (not empty "
+                     "= anomalous), of the answers with a verdict; the Mean row pools all images. Undecidable: "
+                     "answers without a verdict / answers.")
+    return lines
+
+
+def _threshold_text(doc: dict[str, Any]) -> str:
+    value = doc.get("protocol", {}).get("threshold")
+    return "threshold" if value is None else f"{float(value):g}"
 
 
 # ---------------------------------------------------------------------------------------- comparison
@@ -203,7 +254,7 @@ def comparison_document(runs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str,
     for path, doc in runs:
         rows.append({"run": _run_label(path, taken), "path": str(path), "method": doc.get("method", {}),
                      "dataset": doc.get("dataset", {}).get("name"),
-                     **{k: doc["mean"].get(k, float("nan")) for k, _ in TABLE_METRICS},
+                     **{k: doc["mean"].get(k, float("nan")) for k, _ in _COMPARE_METRICS},
                      "n_categories": doc["mean"].get("n_categories"), "evaluated": doc.get("counts", {}).get(
                          "evaluated")})
     notes = []
@@ -214,7 +265,7 @@ def comparison_document(runs: Sequence[tuple[str, dict[str, Any]]]) -> dict[str,
         values = {json.dumps(doc.get("protocol", {}).get(key)) for _, doc in runs}
         if len(values) > 1:
             notes.append(f"runs differ in {key}: {', '.join(sorted(values))}")
-    return {"format": FORMAT_VERSION, "columns": [k for k, _ in TABLE_METRICS], "runs": rows, "notes": notes}
+    return {"format": FORMAT_VERSION, "columns": [k for k, _ in _COMPARE_METRICS], "runs": rows, "notes": notes}
 
 
 def _method_cell(method: dict[str, Any]) -> str:
@@ -225,11 +276,14 @@ def _method_cell(method: dict[str, Any]) -> str:
 
 def comparison_markdown(comp: dict[str, Any]) -> str:
     lines = ["# Comparison (mean over categories, %)", "",
-             _row(["Run", "Method", "Dataset", *[label for _, label in TABLE_METRICS]]),
-             _row(["---", "---", "---", *["---:"] * len(TABLE_METRICS)])]
+             _row(["Run", "Method", "Dataset", *[label for _, label in _COMPARE_METRICS]]),
+             _row(["---", "---", "---", *["---:"] * len(_COMPARE_METRICS)])]
     for r in comp["runs"]:
         lines.append(_row([r["run"], _method_cell(r["method"]), str(r["dataset"]),
-                           *[format_value(r[k]) for k, _ in TABLE_METRICS]]))
+                           *[format_value(r.get(k)) for k, _ in _COMPARE_METRICS]]))
+    lines += ["", "I-: image level (image score = max of the map). Text–mask: agreement of the generated answer's "
+                  "verdict with the mask, pooled over images (generating modes only). – : undefined or not "
+                  "recorded by that run."]
     if comp["notes"]:
         lines += ["", "**Not like for like:** " + "; ".join(comp["notes"]) + "."]
     return "\n".join(lines) + "\n"
@@ -385,8 +439,9 @@ def metrics_document(result: EvalResult, method: dict[str, Any], settings: EvalS
         "method": method,
         "dataset": {"name": root_path.name, "root": str(root_path), "split": settings.split},
         "protocol": {"split": settings.split, "image_size": settings.image_size, "sigma": settings.sigma,
-                     "threshold": method.get("threshold"), "limit": settings.limit,
-                     "units": "percent", "mean": "unweighted over categories"},
+                     "threshold": result.threshold, "min_area": settings.min_area, "limit": settings.limit,
+                     "units": "percent", "mean": "unweighted over categories",
+                     "text_mask_agreement": "pooled over images"},
         "counts": {"listed": len(result.entries), "evaluated": result.n_evaluated, "failed": len(result.failed),
                    "anomalous": int(mean["n_anomalous"]), "normal": int(mean["n_normal"]),
                    "categories": int(mean["n_categories"])},

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from agvas.data.io import DataError, atomic_write_bytes
-from agvas.data.meta import Entry, load_meta, load_sample
+from agvas.data.meta import Entry, check_inside_root, load_meta, load_sample
 from agvas.evaluate.methods import Method, Prediction
 from agvas.evaluate.metrics import CategoryAccumulator, mean_over_categories
 
@@ -60,6 +60,14 @@ class EvalSettings:
     limit: int | None = None
     """At most this many images per category, evenly spread over its list (quick runs)."""
     gallery_k: int = 4
+    max_pixels: int | None = None
+    """Images and masks whose header claims more pixels are failures, refused before decoding."""
+    allow_outside_root: bool = False
+    """Read meta.json paths that are absolute or climb out of the root (refused by default)."""
+    threshold: float | None = None
+    """The cut on P that makes the masks (None: the method's own, the paper's 0.5)."""
+    min_area: float = 0.0
+    """AG-VAS only: masks covering less than this share of the image are emptied (`agvas.infer.decision`)."""
 
 
 @dataclass
@@ -174,6 +182,8 @@ class EvalResult:
     gallery: GalleryPicker
     seconds: float
     processes: int
+    threshold: float = 0.5
+    """The cut of the binary masks (the method's own; the runner never re-thresholds)."""
 
     @property
     def n_evaluated(self) -> int:
@@ -181,14 +191,19 @@ class EvalResult:
 
 
 # ---------------------------------------------------------------------------------------- data
-def list_entries(root: str | os.PathLike, split: str = "test", limit: int | None = None) -> list[Entry]:
+def list_entries(root: str | os.PathLike, split: str = "test", limit: int | None = None,
+                 allow_outside_root: bool = False) -> list[Entry]:
     """The images to evaluate, category by category in meta.json order; the list index is the image's
     identity across processes. `limit` keeps an evenly spaced subset of each category, so a quick run
-    still sees normal and anomalous images when a category lists them in blocks."""
+    still sees normal and anomalous images when a category lists them in blocks. Paths leaving the root
+    are a DataError unless `allow_outside_root`."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    meta = load_meta(root, split)
+    if not allow_outside_root:
+        check_inside_root(root, meta, split)
     out: list[Entry] = []
-    for entries in load_meta(root, split).values():
+    for entries in meta.values():
         if limit is not None and len(entries) > limit:
             picks = np.linspace(0, len(entries) - 1, limit).round().astype(int)
             entries = [entries[i] for i in picks]
@@ -196,13 +211,15 @@ def list_entries(root: str | os.PathLike, split: str = "test", limit: int | None
     return out
 
 
-def load_item(root: str | os.PathLike, entry: Entry, image_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 HxWx3 image, uint8 HxW {0,1} GT), resized to image_size² if given.
+def load_item(root: str | os.PathLike, entry: Entry, image_size: int | None = None,
+              max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 HxWx3 image, uint8 HxW {0,1} GT), resized to image_size² if given; files over `max_pixels`
+    (from the header) are an ImageTooLargeError.
 
     Bicubic for the image and nearest for the mask, as the Bayes-PFL protocol resizes them: the GT must
     stay binary, and the metrics are then taken at the fixed size.
     """
-    sample = load_sample(root, entry)
+    sample = load_sample(root, entry, max_pixels)
     image, gt = sample.image, sample.mask
     if image_size is not None:
         size = (image_size, image_size)
@@ -244,7 +261,7 @@ def evaluate_indices(method: Method, root: str | os.PathLike, entries: Sequence[
         loaded: list[tuple[int, np.ndarray, np.ndarray]] = []
         for i in batch:
             try:
-                image, gt = load_item(root, entries[i], settings.image_size)
+                image, gt = load_item(root, entries[i], settings.image_size, settings.max_pixels)
             except DataError as err:
                 failures.append(Failure(i, entries[i].img_path, str(err)))
                 continue
@@ -255,7 +272,7 @@ def evaluate_indices(method: Method, root: str | os.PathLike, entries: Sequence[
                 if isinstance(pred, Exception):
                     raise pred
                 acc = CategoryAccumulator(threshold=method.threshold, sigma=settings.sigma)
-                acc.add(pred.probability, gt, pred.mask)
+                acc.add(pred.probability, gt, pred.mask, pred.text)
                 iou = image_iou(np.asarray(pred.mask, dtype=bool), gt)
             except Exception as err:  # a malformed prediction is that image's failure, not the run's
                 failures.append(Failure(i, entries[i].img_path, f"{type(err).__name__}: {err}"))
@@ -299,7 +316,7 @@ def run_evaluation(method: Method, root: str | os.PathLike, settings: EvalSettin
     told how many images this process will run, `on_progress` how many it has just finished.
     """
     dist = dist or Distributed()
-    entries = list_entries(root, settings.split, settings.limit)
+    entries = list_entries(root, settings.split, settings.limit, settings.allow_outside_root)
     mine = list(range(dist.rank, len(entries), dist.world))
     if on_start is not None:
         on_start(len(mine))
@@ -338,7 +355,7 @@ def run_evaluation(method: Method, root: str | os.PathLike, settings: EvalSettin
         warnings.simplefilter("ignore")
         mean = mean_over_categories(categories)
     return EvalResult(entries, categories, mean, failures, merger.accumulators, picker,
-                      time.perf_counter() - started, dist.world)
+                      time.perf_counter() - started, dist.world, float(method.threshold))
 
 
 def _load_shard(path: Path) -> dict[str, Any]:

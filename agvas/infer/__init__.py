@@ -6,6 +6,7 @@
     result.mask, result.anomaly_map, result.score, result.text
 """
 
+import agvas._shadowing  # noqa: F401 - first: says so when a folder named agvas shadows this package
 from agvas.infer.chat import ChatSession
 from agvas.infer.images import ImageLoadError, expand_paths, load_image
 from agvas.infer.loading import DEFAULT_CHECKPOINT, CheckpointNotFoundError, UntrainedModelWarning

@@ -1,10 +1,23 @@
 """One-run inference benchmark: fast vs generation latency, throughput, memory, and where the time goes.
 
-Numbers are medians after warm-up, under torch.inference_mode (the segmenter's paths use it). The
-generation path is capped at the direct answer's length (+ its end-of-turn token): a model that does
-produce the direct answer takes exactly those steps, and an untrained one is not charged for rambling,
-so the ratio compares the two paths doing the same work. Stage times come from the segmenter's own
-stage hooks; overhead = end-to-end time / sum of the stages, i.e. how much time is not in any stage.
+Every figure is defined once, here and in the README's Speed section, and the JSON's figures agree with
+each other because each comes from the same measurement:
+
+- one warm-up call per path, then one timed pass per path over the N images, one image per call, with
+  the stage timer installed (it reads the clock at stage boundaries; on CUDA it also synchronises);
+- `end_to_end_ms` = `latency_ms.fast`: the mean wall time of one fast-path call (`segment([image])`);
+  `latency_ms.generation`: the same for the generation path;
+- `stages_ms[s]`: the mean time of the fast-path calls in stage s; `stages_sum_ms` = their sum;
+  `overhead_ratio` = `end_to_end_ms / stages_sum_ms` (time in no stage; 1.0 means none);
+- `fast_vs_generation_speedup` = `latency_ms.generation / latency_ms.fast`; `llm_stage_speedup` =
+  `generation_stages_ms.llm / stages_ms.llm`;
+- `throughput_images_per_s[batch_b]` = N / the median over `repeats` of the wall time to segment all N
+  images at batch size b (timer removed).
+
+Means, not medians, so that the stage times add up to a per-call figure. The generation path is capped
+at the direct answer's length (+ its end-of-turn token): a model that does produce the direct answer
+takes exactly those steps, and an untrained one is not charged for rambling, so the ratio compares the
+two paths doing the same work.
 """
 
 from __future__ import annotations
@@ -52,62 +65,79 @@ def answer_steps(segmenter: Segmenter) -> int:
     return len(tok(direct_answer(segmenter.anchors), add_special_tokens=False).input_ids) + 1
 
 
-def _stage_times(segmenter: Segmenter, images: Sequence[np.ndarray], call: Callable[[np.ndarray], object],
-                 ) -> tuple[dict[str, list[float]], list[float], list[float]]:
-    """Per image: seconds in each stage, end-to-end seconds, and end-to-end / sum of the stages."""
+Progress = Callable[[str], None]
+"""Called once after each timed call with the phase's name, so that a caller can show progress."""
+
+
+def benchmark_calls(n: int, warmup: int = 1, repeats: int = 3) -> int:
+    """How many times `run_benchmark` calls its progress callback (the progress bar's total)."""
+    return 3 * warmup + 2 * n + 2 * repeats
+
+
+def _timed_pass(segmenter: Segmenter, images: Sequence[np.ndarray], call: Callable[[np.ndarray], object],
+                progress: Progress, phase: str) -> tuple[list[float], dict[str, list[float]], list[object]]:
+    """Per image: the call's wall seconds, its seconds in each stage, and its result."""
     timer = StageTimer(segmenter.device)
     segmenter.timer = timer
     per_stage: dict[str, list[float]] = {s: [] for s in STAGES}
-    end_to_end, ratios = [], []
+    end_to_end, results = [], []
     try:
         for im in images:
             timer.reset()
-            e2e = _timed(lambda im=im: call(im))
+            start = time.perf_counter()
+            results.append(call(im))
+            end_to_end.append(time.perf_counter() - start)
             stages = timer.reset()
             for s in STAGES:
                 per_stage[s].append(stages.get(s, 0.0))
-            end_to_end.append(e2e)
-            ratios.append(e2e / max(sum(stages.values()), 1e-12))
+            progress(phase)
     finally:
         segmenter.timer = NullTimer()
-    return per_stage, end_to_end, ratios
+    return end_to_end, per_stage, results
+
+
+def _mean_ms(seconds: Sequence[float]) -> float:
+    return 1000 * statistics.fmean(seconds)
 
 
 def run_benchmark(segmenter: Segmenter, images: Sequence[np.ndarray], warmup: int = 1, repeats: int = 3,
-                  large_batch: int = 8) -> dict:
+                  large_batch: int = 8, progress: Progress | None = None) -> dict:
+    """Measure `segmenter` on `images`; the figures are defined in this module's docstring."""
     images = list(images)
     n = len(images)
     if n == 0:
         raise ValueError("the benchmark needs at least one image")
+    report = progress or (lambda phase: None)
     steps = answer_steps(segmenter)
     big = min(large_batch, n)
     for _ in range(warmup):
         segmenter.segment(images[:1])
+        report("warm-up")
         segmenter.segment(images[:1], fast=False, max_new_tokens=steps)
+        report("warm-up")
         segmenter.segment(images[:big], batch_size=big)
+        report("warm-up")
 
-    fast = [_timed(lambda im=im: segmenter.segment([im])) for im in images]
-    generated, reproduced = [], 0
+    fast, fast_stages, _ = _timed_pass(segmenter, images, lambda im: segmenter.segment([im]), report, "fast path")
+    generated, gen_stages, results = _timed_pass(
+        segmenter, images, lambda im: segmenter.segment([im], fast=False, max_new_tokens=steps), report,
+        "generation path")
     answer = direct_answer(segmenter.anchors)
-    for im in images:
-        start = time.perf_counter()
-        result = segmenter.segment([im], fast=False, max_new_tokens=steps)[0]
-        generated.append(time.perf_counter() - start)
-        reproduced += result.text == answer
+    reproduced = sum(r[0].text == answer for r in results)  # type: ignore[index]
 
     throughput = {}
     for key, bs in (("batch_1", 1), (f"batch_{large_batch}", big)):
-        total = statistics.median(_timed(lambda bs=bs: segmenter.segment(images, batch_size=bs))
-                                  for _ in range(repeats))
-        throughput[key] = n / total
+        walls = []
+        for _ in range(repeats):
+            walls.append(_timed(lambda bs=bs: segmenter.segment(images, batch_size=bs)))
+            report(f"throughput, batch {bs}")
+        throughput[key] = n / statistics.median(walls)
 
-    per_stage, end_to_end, ratios = _stage_times(segmenter, images, lambda im: segmenter.segment([im]))
-    gen_stage, _, _ = _stage_times(segmenter, images,
-                                   lambda im: segmenter.segment([im], fast=False, max_new_tokens=steps))
-
-    ms = lambda xs: 1000 * statistics.median(xs)  # noqa: E731
-    fast_ms, gen_ms = ms(fast), ms(generated)
-    overhead = statistics.median(ratios)
+    fast_ms, gen_ms = _mean_ms(fast), _mean_ms(generated)
+    stages_ms = {s: _mean_ms(v) for s, v in fast_stages.items()}
+    gen_stages_ms = {s: _mean_ms(v) for s, v in gen_stages.items()}
+    stages_sum_ms = sum(stages_ms.values())
+    overhead = fast_ms / max(stages_sum_ms, 1e-9)
     device = segmenter.device
     cuda_peak = (torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None
     return {
@@ -127,13 +157,13 @@ def run_benchmark(segmenter: Segmenter, images: Sequence[np.ndarray], warmup: in
         "throughput_batch_sizes": [1, big],
         "peak_rss_mib": peak_rss_mib(),
         "peak_cuda_mib": cuda_peak,
-        "stages_ms": {s: ms(v) for s, v in per_stage.items()},
-        "generation_stages_ms": {s: ms(v) for s, v in gen_stage.items()},
+        "stages_ms": stages_ms,
+        "generation_stages_ms": gen_stages_ms,
         # What the fast path removes is LLM time; the encoders are shared by both paths and bound the
         # end-to-end ratio when they dominate (small LLMs, CPU).
-        "llm_stage_speedup": ms(gen_stage["llm"]) / max(ms(per_stage["llm"]), 1e-9),
-        "stages_sum_ms": sum(ms(v) for v in per_stage.values()),
-        "end_to_end_ms": ms(end_to_end),
+        "llm_stage_speedup": gen_stages_ms["llm"] / max(stages_ms["llm"], 1e-9),
+        "stages_sum_ms": stages_sum_ms,
+        "end_to_end_ms": fast_ms,
         "overhead_ratio": overhead,
         "aims": {"speedup_at_least": SPEEDUP_AIM, "overhead_at_most": OVERHEAD_AIM},
         "meets_aims": {"speedup": gen_ms / fast_ms >= SPEEDUP_AIM, "overhead": overhead <= OVERHEAD_AIM},

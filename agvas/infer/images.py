@@ -63,7 +63,11 @@ def expand_paths(items: Iterable[str | os.PathLike]) -> ExpandedInputs:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if is_image_file(p))
+            children = sorted(path.iterdir())
+            found = [p for p in children if is_image_file(p)]
+            # A folder named like an image was most likely meant as one: name it rather than pass over it.
+            out.problems.extend(f"{p}: is a folder, not an image (folders are not searched recursively)"
+                                for p in children if p.is_dir() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 out.problems.append(f"{text}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             for p in found:
@@ -123,14 +127,18 @@ def array_to_rgb(arr: np.ndarray, name: str = "array") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def load_image(item: Any, name: str | None = None) -> np.ndarray:
-    """One input (path, PIL image, numpy array, torch tensor) as uint8 HxWx3 RGB."""
+def load_image(item: Any, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """One input (path, PIL image, numpy array, torch tensor) as uint8 HxWx3 RGB.
+
+    A file whose header claims more than `max_pixels` pixels is refused before it is decoded (None: only
+    Pillow's decompression-bomb limit); commands pass their --max-pixels here.
+    """
     if isinstance(item, str | os.PathLike):
         path = Path(item)
         if path.is_dir():
             raise ImageLoadError(f"{path}: is a folder; pass its images (or the folder to expand_paths)")
         try:
-            arr = read_image_rgb(path)
+            arr = read_image_rgb(path, max_pixels)
         except DataError as err:
             raise ImageLoadError(str(err)) from None
         return arr if arr.flags.writeable else arr.copy()  # PIL-backed arrays are read-only; torch warns

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-import agvas
 from agvas.model.agvas import AGVASModel
 from agvas.model.config import CONFIG_FILE, PRESETS
 
-DEFAULT_CHECKPOINT = Path(agvas.__file__).resolve().parents[1] / "checkpoints" / "agvas-tiny"
+# From this file, not `agvas.__file__`: that is None when a folder named agvas shadows the package.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "agvas-tiny"
 """The small trained model shipped in the repository (written by `agvas train --config configs/tiny.yaml`)."""
 
 _DTYPES: dict[str, torch.dtype] = {

@@ -39,6 +39,10 @@ class SegmentationResult:
     anchors_found: bool
     source: str | None = None
     note: str | None = None
+    threshold: float = 0.5
+    """The cut on P that made the mask (`agvas.infer.decision`)."""
+    min_area: float = 0.0
+    """Masks covering less than this share of the image were emptied (0: the paper's rule)."""
 
     @property
     def area_fraction(self) -> float:
@@ -48,7 +52,8 @@ class SegmentationResult:
         """The JSON-able part (no arrays)."""
         return {"path": self.source, "text": self.text, "score": round(self.score, 6), "anomalous": self.anomalous,
                 "area_fraction": round(self.area_fraction, 6), "mode": self.mode,
-                "anchors_found": self.anchors_found, **({"note": self.note} if self.note else {})}
+                "anchors_found": self.anchors_found, "threshold": self.threshold, "min_area": self.min_area,
+                **({"note": self.note} if self.note else {})}
 
 
 def _numpy(x: Tensor | None) -> np.ndarray | None:
@@ -67,7 +72,7 @@ def build_results(model: AGVASModel, decoded: DecoderOutput, found: Tensor, resi
             results.append(SegmentationResult(
                 mask=np.zeros((h, w), dtype=bool), anomaly_map=np.zeros((h, w), dtype=np.float32), seg_map=None,
                 ano_map=None, text=texts[i], score=0.0, anomalous=False, mode=mode, anchors_found=False,
-                source=sources[i], note=NO_ANCHORS_NOTE))
+                source=sources[i], note=NO_ANCHORS_NOTE, threshold=model.config.threshold))
             continue
         seg, nor, ano = (model.upsample(x[i:i + 1].float(), resized_sizes[i:i + 1], (h, w)) if x is not None
                          else None for x in heads)
@@ -76,6 +81,6 @@ def build_results(model: AGVASModel, decoded: DecoderOutput, found: Tensor, resi
         results.append(SegmentationResult(
             mask=mask[0].cpu().numpy(), anomaly_map=_numpy(p), seg_map=_numpy(p_seg), ano_map=_numpy(p_ano),
             text=texts[i], score=float(p.max()), anomalous=bool(mask.any()), mode=mode, anchors_found=True,
-            source=sources[i]))
+            source=sources[i], threshold=model.config.threshold))
     return results
 

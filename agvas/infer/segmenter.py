@@ -25,6 +25,7 @@ from torch import Tensor
 
 from agvas.anchors import direct_answer
 from agvas.data.templates import inference_conversation
+from agvas.infer.decision import Decision
 from agvas.infer.generate import greedy_generate
 from agvas.infer.images import as_input_list, input_name, load_image
 from agvas.infer.loading import load_model, resolve_device, resolve_dtype
@@ -72,6 +73,8 @@ class Segmenter:
         self.source = source
         self.timer: NullTimer = NullTimer()
         self._prompts: dict[tuple, EncodedText] = {}
+        self.decision = Decision(threshold=model.config.threshold)
+        """The rule from P to mask and answer; the paper's unless a caller sets another."""
 
     @classmethod
     @contextmanager
@@ -112,12 +115,15 @@ class Segmenter:
 
     def segment(self, images: Any, instruction: str | None = None, mode: str = "direct",
                 expectation: str | None = None, batch_size: int = 8, fast: bool = True,
-                max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[SegmentationResult]:
+                max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                decision: Decision | None = None) -> list[SegmentationResult]:
         """One result per image, in input order.
 
         `images`: a path, folder, glob, PIL image, numpy array or tensor, or a list of them. `fast` only
         affects direct mode (the other modes' answers are not known in advance and are generated).
+        `decision` overrides `self.decision` (threshold on P, minimum mask area) for this call.
         """
+        rule = decision or self.decision
         check_mode(mode, expectation)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -134,6 +140,8 @@ class Segmenter:
             else:
                 results += self.segment_generated(arrays, [conversation] * len(arrays), mode, names,
                                                   max_new_tokens)
+        if rule != Decision(threshold=self.model.config.threshold):
+            results = [rule.apply(r) for r in results]
         return results
 
     def chat(self, image: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):

@@ -28,8 +28,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import agvas
+from agvas.serve.connections import ReadTimeoutMiddleware
 from agvas.serve.errors import ApiError
 from agvas.serve.images import DEFAULT_MAX_PIXELS, check_upload_size, decode_upload
 from agvas.serve.limits import BodyLimitMiddleware
@@ -55,7 +57,8 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
-ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "timeout",
+               413: "payload_too_large",
                415: "unsupported_media_type", 422: "invalid_request", 500: "internal_error",
                503: "unavailable", 504: "timeout"}
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -65,6 +68,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "the model worker is not running, or its queue is full"},
 }
 Options = TypeVar("Options", bound=BaseModel)
+FORM_HINTS = {
+    "/v1/chat": "send multipart/form-data with a file field 'image' and a required 'options' JSON field "
+                'such as {"message": "Is there a defect?"}',
+}
+FORM_HINT = "send multipart/form-data with a file field 'image' and an optional 'options' JSON field"
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -90,6 +98,9 @@ def parse_options(raw: str | None, model: type[Options]) -> Options:
     except json.JSONDecodeError as err:
         raise ApiError(422, f"options is not valid JSON ({err}); send a JSON object such as "
                                '{"mode": "describe"}') from None
+    except RecursionError:  # json's parser recurses once per level: '[[[[...' 100k deep
+        raise ApiError(422, "options is nested too deeply; send a flat JSON object such as "
+                            '{"mode": "describe"}') from None
     if not isinstance(data, dict):
         raise ApiError(422, f"options must be a JSON object, got {type(data).__name__}")
     try:
@@ -100,11 +111,14 @@ def parse_options(raw: str | None, model: type[Options]) -> Options:
 
 def create_app(segmenter: Any, *, max_upload_mb: float = 20.0, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_batch: int = 8, max_queue: int = 64, max_new_tokens: int = 256,
-               request_timeout_s: float = 300.0) -> FastAPI:
+               request_timeout_s: float = 300.0, timeout_read_s: float = 30.0,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
     """An ASGI app serving `segmenter` (anything with Segmenter's segment/chat interface).
 
     The model worker starts and stops with the app's lifespan (uvicorn, BackgroundServer, or
-    `with TestClient(app)`).
+    `with TestClient(app)`). `timeout_read_s` bounds each wait for the next piece of a request body;
+    `allowed_hosts` (Starlette's TrustedHostMiddleware patterns) refuses other Host headers with 400,
+    which guards a server bound beyond loopback, or a local one against DNS rebinding.
     """
     if max_upload_mb <= 0 or max_pixels <= 0:
         raise ValueError(f"max_upload_mb and max_pixels must be positive, got {max_upload_mb} and {max_pixels}")
@@ -125,6 +139,9 @@ def create_app(segmenter: Any, *, max_upload_mb: float = 20.0, max_pixels: int =
     app.state.worker = worker
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes + FORM_SLACK,
                        hint=f" (images up to {max_upload_mb:g} MB, --max-upload-mb)")
+    app.add_middleware(ReadTimeoutMiddleware, timeout_s=timeout_read_s)
+    if allowed_hosts:  # added last, so it runs first: a wrong Host is refused before anything is read
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     _register_error_handlers(app)
 
     async def read_image(upload: UploadFile) -> Any:
@@ -226,10 +243,9 @@ def _register_error_handlers(app: FastAPI) -> None:
         return error(503, str(err), headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         message = describe_errors(list(err.errors()))
-        return error(422, f"{message} (send multipart/form-data with a file field 'image' and an optional "
-                          "'options' JSON field)")
+        return error(422, f"{message} ({FORM_HINTS.get(request.url.path, FORM_HINT)})")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:

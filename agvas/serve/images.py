@@ -17,11 +17,11 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from agvas.data.io import to_rgb_array
+from agvas.data.io import DEFAULT_MAX_PIXELS, to_rgb_array  # the limit every command shares
 from agvas.serve.errors import ApiError
 
-DEFAULT_MAX_PIXELS = 4096 * 4096
-"""16.8 megapixels: the float maps of one result at that size already take ~200 MB."""
+__all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "UploadError", "check_upload_size", "decode_upload",
+           "sniff_format"]
 
 # (Pillow format, test on the first 16 bytes)
 _SIGNATURES: tuple[tuple[str, Callable[[bytes], bool]], ...] = (

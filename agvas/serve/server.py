@@ -14,6 +14,8 @@ from typing import Any
 
 import uvicorn
 
+from agvas.serve.connections import ConnectionLimits
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -27,11 +29,12 @@ def is_loopback(host: str) -> bool:
 class BackgroundServer:
     """`with BackgroundServer(app) as server: httpx.get(server.url + "/healthz")`."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0) -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0,
+                 limits: ConnectionLimits | None = None) -> None:
         if not is_loopback(host):
             raise ValueError(f"BackgroundServer binds loopback addresses only, not {host!r}")
         self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                     lifespan="on")
+                                     lifespan="on", **(limits or ConnectionLimits()).uvicorn_options())
         self.server = uvicorn.Server(self.config)
         self.startup_timeout = startup_timeout
         self._thread: threading.Thread | None = None

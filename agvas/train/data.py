@@ -13,8 +13,22 @@ from typing import Any
 
 import numpy as np
 
+from agvas.data.augment import RealAugment
+from agvas.data.camvid import CamVidSource
 from agvas.data.general import LisaFolderSource, ShapeReferringSource, ShapeVQASource
-from agvas.data.mixture import AnomalyInstructSource, AnomalySegSource, GeneratorPool, MetaPool, MixtureDataset
+from agvas.data.meta import SPLITS, load_meta, load_sample
+from agvas.data.mixture import (
+    AnomalyInstructSource,
+    AnomalySegSource,
+    GeneratorPool,
+    MetaPool,
+    MixtureDataset,
+    Pool,
+    Source,
+    UnionPool,
+    resize_square,
+)
+from agvas.data.sources.registry import ROLES, SourceSpec, build_sources, parse_sources
 from agvas.data.synth import (
     DEFAULT_HOLDOUT_DEFECTS,
     DEFAULT_HOLDOUT_FAMILIES,
@@ -50,27 +64,62 @@ class SyntheticTrainPool:
         return sample
 
 
-class UnionPool:
-    """Draws from one of several pools, uniformly: synthetic images plus any real training sets."""
-
-    def __init__(self, pools: Sequence[Any]) -> None:
-        self.pools = list(pools)
-
-    def draw(self, rng: np.random.Generator, normal_rate: float | None = None):
-        return self.pools[int(rng.integers(len(self.pools)))].draw(rng, normal_rate)
+def real_pools(cfg: DataSection) -> tuple[list[MetaPool], list[float]]:
+    """The real training sets of a recipe, each with its splits, classes and weight, and their weights."""
+    augment = RealAugment(cfg.image_size) if cfg.augment_real else None
+    pools, weights = [], []
+    for i, spec in enumerate(cfg.anomaly_datasets):
+        where = f"data.anomaly_datasets[{i}]"
+        if isinstance(spec, str):
+            spec = {"root": spec}
+        if not isinstance(spec, dict) or "root" not in spec:
+            raise ValueError(f"{where}: expected a root or a mapping with 'root', got {spec!r}")
+        unknown = sorted(set(spec) - {"root", "splits", "weight", "classes"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known: root, splits, weight, classes")
+        splits = spec.get("splits", list(SPLITS))
+        pools.append(MetaPool(spec["root"], split=[splits] if isinstance(splits, str) else splits,
+                              classes=spec.get("classes"), augment=augment))
+        weights.append(float(spec.get("weight", 1.0)))
+    return pools, weights
 
 
 def build_training_set(cfg: DataSection, anchors: tuple[str, ...], length: int, seed: int) -> MixtureDataset:
     cats, bank = category_split(cfg)
-    pools: list[Any] = [GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction))]
-    pools += [MetaPool(root, split="train") for root in cfg.anomaly_datasets]
-    pool = pools[0] if len(pools) == 1 else UnionPool(pools)
-    sources: dict[str, Any] = {
-        "anomaly-seg": AnomalySegSource(pool, anchors),
-        "anomaly-instruct": AnomalyInstructSource(pool, records=cfg.records, anchors=anchors, texture=True),
-        "general": (_LisaUnion([LisaFolderSource(f, anchors) for f in cfg.lisa_folders]) if cfg.lisa_folders
-                    else ShapeReferringSource(cfg.image_size, anchors)),
-        "vqa": ShapeVQASource(cfg.image_size),
+    pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction))
+    normal_rate = None
+    readers = _readers(cfg, anchors)
+    if cfg.anomaly_datasets or readers["anomaly"]:
+        reals, weights = real_pools(cfg) if cfg.anomaly_datasets else ([], [])
+        reals += [r for _, r in readers["anomaly"]]
+        weights += [s.weight for s, _ in readers["anomaly"]]
+        if not 0.0 <= cfg.real_share <= 1.0:
+            raise ValueError(f"data.real_share must be in [0, 1], got {cfg.real_share}")
+        pool = UnionPool([pool, UnionPool(reals, weights)], [1.0 - cfg.real_share, cfg.real_share])
+        normal_rate = cfg.real_normal_rate
+    general: Source
+    if cfg.lisa_folders:
+        general = _OneOf([LisaFolderSource(f, anchors) for f in cfg.lisa_folders])
+    else:
+        general = ShapeReferringSource(cfg.image_size, anchors)
+    if cfg.camvid:
+        general = _OneOf([general, CamVidSource(cfg.camvid, anchors=anchors)], [1.0 - cfg.camvid_share,
+                                                                                cfg.camvid_share])
+    instruct: Source = AnomalyInstructSource(pool, records=cfg.records, anchors=anchors,
+                                             normal_rate=normal_rate, texture=None)
+    vqa: Source = ShapeVQASource(cfg.image_size)
+    if cfg.sources:  # the paper's sources, mixed into (or replacing) the stand-ins; nothing changes without
+        general = _with_readers(cfg, "general", general, readers["general"])
+        vqa = _with_readers(cfg, "vqa", vqa, readers["vqa"])
+        instruct = _with_readers(cfg, "anomaly-instruct", instruct, [
+            (s, AnomalyInstructSource(r, records=r.records, anchors=anchors, texture=None,
+                                      normal_rate=cfg.real_normal_rate))
+            for s, r in readers["anomaly-instruct"]])
+    sources: dict[str, Source] = {
+        "anomaly-seg": AnomalySegSource(pool, anchors, normal_rate=normal_rate),
+        "anomaly-instruct": instruct,
+        "general": general,
+        "vqa": vqa,
     }
     rates = {name: float(cfg.rates.get(name, 0.0)) for name in sources}
     unknown = set(cfg.rates) - set(sources)
@@ -81,12 +130,37 @@ def build_training_set(cfg: DataSection, anchors: tuple[str, ...], length: int, 
                           image_size=cfg.image_size)
 
 
-class _LisaUnion:
-    def __init__(self, sources: Sequence[LisaFolderSource]) -> None:
+def _readers(cfg: DataSection, anchors: tuple[str, ...]) -> dict[str, list[tuple[SourceSpec, Any]]]:
+    """The recipe's `data.sources` built, by role (all empty without them)."""
+    if not cfg.sources:
+        return {r: [] for r in ROLES}
+    augment = RealAugment(cfg.image_size) if cfg.augment_real else None
+    return build_sources(parse_sources(cfg.sources), anchors, augment)
+
+
+def _with_readers(cfg: DataSection, role: str, stand_in: Source, readers: Sequence[tuple[SourceSpec, Any]]) -> Source:
+    """`stand_in` alone, the readers alone (share 1), or both at `data.source_shares[role]`."""
+    if not readers:
+        return stand_in
+    share = float(cfg.source_shares.get(role, 1.0))
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"data.source_shares.{role} must be in [0, 1], got {share}")
+    ours = _OneOf([r for _, r in readers], [s.weight for s, _ in readers])
+    return ours if share >= 1.0 else _OneOf([stand_in, ours], [1.0 - share, share])
+
+
+class _OneOf:
+    """One source chosen per sample, by weight (uniform by default)."""
+
+    def __init__(self, sources: Sequence[Source], weights: Sequence[float] | None = None) -> None:
         self.sources = list(sources)
+        w = np.ones(len(self.sources)) if weights is None else np.asarray(weights, dtype=float)
+        if len(w) != len(self.sources) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"need one weight >= 0 per source with a positive sum, got {list(w)}")
+        self.probs = w / w.sum()
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        return self.sources[int(rng.integers(len(self.sources)))].sample(rng)
+        return self.sources[int(rng.choice(len(self.sources), p=self.probs))].sample(rng)
 
 
 @dataclass
@@ -95,6 +169,21 @@ class HeldOutSample:
     mask: np.ndarray
     cls_name: str
     anomalous: bool
+
+
+def validation_samples(root: str, n: int, size: int) -> list[HeldOutSample]:
+    """`n` images of a real validation root, evenly spaced over all its splits (good and defective in
+    the proportion the set has), at the training size; the same images at every evaluation."""
+    entries = [e for sp in SPLITS for es in load_meta(root, sp).values() for e in es]
+    if not entries:
+        raise ValueError(f"{root}: the validation set has no entries")
+    picks = np.unique(np.linspace(0, len(entries) - 1, min(n, len(entries))).round().astype(int))
+    out = []
+    for i in picks:
+        s = load_sample(root, entries[i])
+        image, mask = resize_square(s.image, s.mask, size)
+        out.append(HeldOutSample(image.copy(), mask.copy(), s.cls_name, s.anomalous))
+    return out
 
 
 def heldout_samples(cfg: DataSection, n: int, seed: int) -> list[HeldOutSample]:

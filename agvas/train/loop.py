@@ -20,17 +20,18 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from agvas.data.collate import collate
 from agvas.data.io import atomic_write_json
+from agvas.data.sources.base import skip_counts
 from agvas.model.agvas import AGVASModel
 from agvas.model.build import build_model
 from agvas.model.summary import parameter_table
 from agvas.train.config import TrainConfig
 from agvas.train.data import build_training_set
 from agvas.train.logs import MetricLog, progress_bar
-from agvas.train.state import latest_state, load_state, save_state
+from agvas.train.state import load_state, read_state_meta, remove_stale_temps, resume_latest, save_state
 
 Evaluator = Callable[[AGVASModel, int], dict[str, float]]
 
@@ -116,25 +117,41 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
 
     start, elapsed = 0, 0.0
     state_dir = out / "states"
-    resume_from = latest_state(state_dir) if resume else None
-    if resume_from is not None and not cfg.deepspeed:
-        meta = load_state(resume_from, model, optimizer, scheduler)
-        start, elapsed = int(meta["step"]), float(meta["extra"].get("seconds", 0.0))
+    if main:
+        remove_stale_temps(state_dir)  # left by saves that a kill interrupted
+    resume_from = None
+    if resume:
+        def warn(message: str) -> None:
+            if main:
+                print(f"warning: {message}", file=sys.stderr)
+
+        if cfg.deepspeed:  # the partitioned optimiser is loaded after acc.prepare; check state.json here
+            found = resume_latest(state_dir, read_state_meta, warn)
+        else:
+            found = resume_latest(state_dir, lambda path: load_state(path, model, optimizer, scheduler), warn)
+        if found is None:
+            warn(f"--resume: no saved state in {state_dir}; starting from step 0")
+        else:
+            resume_from, meta = found
+            start, elapsed = int(meta["step"]), float(meta["extra"].get("seconds", 0.0))
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
     dataset = build_training_set(cfg.data, model.config.anchors, length=cfg.steps * cfg.global_batch, seed=cfg.seed)
     sampler = StepSampler(start, cfg.steps, cfg.global_batch, cfg.micro_batch, world, acc.process_index)
+    def collate_with_skips(samples: list[dict[str, Any]]) -> tuple[Any, tuple[int, dict[str, int]]]:
+        # Runs where the samples are built (a loader worker or this process): its own count of bad files.
+        info = get_worker_info()
+        return model.processor(collate(samples)), (info.id if info is not None else -1, skip_counts())
+
     loader = DataLoader(dataset, batch_size=cfg.micro_batch, sampler=sampler, num_workers=cfg.data.num_workers,
-                        collate_fn=lambda samples: model.processor(collate(samples)),
-                        persistent_workers=cfg.data.num_workers > 0)
+                        collate_fn=collate_with_skips, persistent_workers=cfg.data.num_workers > 0)
+    worker_skips: dict[int, dict[str, int]] = {}
     wrapped, optimizer = acc.prepare(model, optimizer)
     if resume_from is not None and cfg.deepspeed:
         # DeepSpeed partitions the optimiser over processes: its own (trusted, self-written) format.
         acc.load_state(str(resume_from / "deepspeed"))
-        meta = json.loads((resume_from / "state.json").read_text())
-        start, elapsed = int(meta["step"]), float(meta["extra"].get("seconds", 0.0))
         scheduler.load_state_dict(meta["scheduler"])
         sampler.start = start
     if main and resume_from is not None:
@@ -155,7 +172,9 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
         while step < cfg.steps:
             tick = time.perf_counter()
             for _ in range(accum):
-                batch = {k: (v.to(acc.device) if torch.is_tensor(v) else v) for k, v in next(batches).items()}
+                raw, (worker, skips) = next(batches)
+                worker_skips[worker] = skips
+                batch = {k: (v.to(acc.device) if torch.is_tensor(v) else v) for k, v in raw.items()}
                 with acc.accumulate(wrapped):
                     outputs = wrapped(**batch)
                     acc.backward(outputs.loss)
@@ -175,6 +194,8 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
             if step % cfg.log_every == 0 or step == cfg.steps:
                 row = {k: v / seen for k, v in sums.items()}
                 row.update(lr=scheduler.get_last_lr()[0], images_per_s=rate)
+                for name in sorted({n for counts in worker_skips.values() for n in counts}):  # data.sources only
+                    row[f"skips/{name}"] = float(sum(c.get(name, 0) for c in worker_skips.values()))
                 if log is not None:
                     log.log(step, row)
                 bar.update(task, completed=step, status=f"loss {row['loss']:.3f} {rate:.1f} img/s")

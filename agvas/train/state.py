@@ -13,15 +13,22 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 STATE_PREFIX = "state-"
+TEMP_PREFIX = f".{STATE_PREFIX}"  # save_state's half-written folders: `.state-<step>.<random>`
+
+
+class StateError(ValueError):
+    """A training state that cannot be read back; the message names the state folder and the file."""
 
 
 def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -105,28 +112,110 @@ def save_state(folder: Path, step: int, model: nn.Module, optimizer: torch.optim
         raise
     for old in sorted(folder.glob(f"{STATE_PREFIX}*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    remove_stale_temps(folder)
     return final
 
 
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temp folders of saves that a kill interrupted (GBs each with real models).
+
+    Only one process of a run writes states, and it calls this when no save of its own is under way
+    (at the start, and after each save), so every `.state-*` folder found is a dead one.
+    """
+    stale = sorted(p for p in folder.glob(f"{TEMP_PREFIX}*") if p.is_dir()) if folder.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def saved_states(folder: Path) -> list[Path]:
+    """The complete-looking states in `folder`, newest first (temp folders are never among them)."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.glob(f"{STATE_PREFIX}*") if (p / "state.json").is_file()), reverse=True)
+
+
 def latest_state(folder: Path) -> Path | None:
-    states = sorted(p for p in folder.glob(f"{STATE_PREFIX}*") if (p / "state.json").is_file())
-    return states[-1] if states else None
+    states = saved_states(folder)
+    return states[0] if states else None
+
+
+def read_state_meta(path: Path, keys: tuple[str, ...] = ("step", "scheduler", "extra")) -> dict[str, Any]:
+    """`path/state.json` as a dict holding `keys`, or a StateError naming the folder and the file."""
+    file = path / "state.json"
+    try:
+        meta = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StateError(f"state {path}: {file.name} is unreadable ({err})") from None
+    missing = [k for k in keys if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise StateError(f"state {path}: {file.name} lacks {', '.join(missing)}")
+    return meta
+
+
+def _read_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path / name))
+    except (OSError, SafetensorError) as err:
+        raise StateError(f"state {path}: {name} is unreadable ({err})") from None
 
 
 def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
-    """Restore everything `save_state` wrote; returns its JSON (step, extra)."""
-    meta = json.loads((path / "state.json").read_text())
-    weights = load_file(str(path / "weights.safetensors"))
+    """Restore everything `save_state` wrote; returns its JSON (step, extra).
+
+    Every file is read and checked before anything is restored, so a truncated or garbled state leaves
+    the model as it was and the caller can try an older one; errors are StateErrors naming the file.
+    """
+    meta = read_state_meta(path, ("step", "optimizer", "scheduler", "rng", "extra"))
+    weights = _read_tensors(path, "weights.safetensors")
+    opt_tensors = _read_tensors(path, "optimizer.safetensors")
+    rng_tensors = _read_tensors(path, "rng.safetensors")
     params = _trainable(model)
     if set(weights) != set(params):
         missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
-        raise ValueError(f"{path}: the saved trainable parameters do not match this model "
+        raise StateError(f"state {path}: weights.safetensors does not match this model's trainable parameters "
                          f"(missing {missing[:3]}, extra {extra[:3]})")
+    wrong = [n for n, p in params.items() if weights[n].shape != p.shape]
+    if wrong:
+        raise StateError(f"state {path}: weights.safetensors has other shapes than this model ({wrong[:3]})")
+    lacking = [k for k in ("torch", "numpy_keys") if k not in rng_tensors]
+    if lacking:
+        raise StateError(f"state {path}: rng.safetensors lacks {', '.join(lacking)}")
+    try:
+        opt_state = _optimizer_state(opt_tensors, meta["optimizer"])
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise StateError(f"state {path}: optimizer.safetensors and state.json do not fit together "
+                         f"({err!r})") from None
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name])
-    optimizer.load_state_dict(_optimizer_state(load_file(str(path / "optimizer.safetensors")), meta["optimizer"]))
-    scheduler.load_state_dict(meta["scheduler"])
-    set_rng_state(load_file(str(path / "rng.safetensors")), meta["rng"])
+    try:
+        optimizer.load_state_dict(opt_state)
+        scheduler.load_state_dict(meta["scheduler"])
+        set_rng_state(rng_tensors, meta["rng"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise StateError(f"state {path}: the optimiser, scheduler or RNG state in optimizer.safetensors / "
+                         f"rng.safetensors / state.json does not fit this run ({err})") from None
     return meta
+
+
+def resume_latest(folder: Path, load: Callable[[Path], dict[str, Any]],
+                  warn: Callable[[str], None]) -> tuple[Path, dict[str, Any]] | None:
+    """Load the newest intact state in `folder` with `load`, skipping corrupt ones with a warning.
+
+    Returns None when the folder holds no state at all; raises StateError when it holds states but none
+    of them can be read, since starting over silently would throw away the run's work.
+    """
+    states = saved_states(folder)
+    errors = []
+    for path in states:
+        try:
+            return path, load(path)
+        except StateError as err:
+            errors.append(str(err))
+            warn(f"skipping a corrupt training state: {err}")
+    if errors:
+        raise StateError(f"no intact training state in {folder}; delete the folder to start over. "
+                         + "; ".join(errors))
+    return None

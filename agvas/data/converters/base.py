@@ -89,7 +89,7 @@ def read_binary_mask(path: Path, threshold: int = 128) -> MaskData:
             raw = np.asarray(im if mode in ("1", "L", "I", "I;16", "I;16B", "I;16L") else im.convert("L"))
     except FileNotFoundError:
         raise FileNotFoundError(path) from None
-    except (OSError, SyntaxError, ValueError) as err:
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
         raise DataError(f"{path}: cannot read mask ({err})") from None
     if raw.dtype == bool:
         return MaskData(raw.astype(np.uint8), False)

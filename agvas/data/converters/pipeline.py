@@ -12,12 +12,19 @@ DST is the dataset root that meta.json's relative paths start from. Nothing big 
 
 Each pair is checked before it is placed: the image must open (header only unless
 `verify_images`), the mask must decode fully and have the image's size, and an image the layout
-calls anomalous must have a non-empty mask. A failing pair is skipped with a message naming the file;
+calls anomalous must have a non-empty mask. An image or mask whose header claims more than
+`max_pixels` (the limit every command shares, --max-pixels) is skipped before a pixel is decoded, and so
+is a file Pillow calls a decompression bomb. A failing pair is skipped with a message naming the file;
 the rest carries on. meta.json is written atomically at the end, and not at all when nothing is valid.
+
+A run either completes or leaves DST as it was: every file it creates in DST is recorded, every file it
+replaces is first moved aside, and when the run fails (a disk error, Ctrl-C, nothing valid) the new files
+and folders are removed and the old files moved back (`_Journal`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -45,7 +52,7 @@ from agvas.data.converters.base import (
     Pair,
     Skip,
 )
-from agvas.data.io import DataError
+from agvas.data.io import DEFAULT_MAX_PIXELS, DataError, open_image
 from agvas.data.meta import Entry, write_meta
 
 LinkMode = Literal["symlink", "copy"]
@@ -84,14 +91,16 @@ def convert(
     link: LinkMode = "symlink",
     verify_images: bool = False,
     workers: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     on_found: Callable[[int], None] | None = None,
     on_result: Callable[[Result], None] | None = None,
 ) -> ConversionReport:
     """Convert SRC (the publisher's layout) into DST/meta.json; see the module docstring for the rules.
 
     Raises LayoutError when SRC is not the named layout and NothingValidError when every pair was
-    skipped; in both cases no meta.json is written. `on_found(n)` hears how many images the layout
-    holds, `on_result` every entry or skip in order (a progress bar and the problem log use them).
+    skipped; in both cases (and on any other failure) no meta.json is written and DST is left as it
+    was. `on_found(n)` hears how many images the layout holds, `on_result` every entry or skip in order
+    (a progress bar and the problem log use them).
     """
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
@@ -105,7 +114,8 @@ def convert(
     if on_found is not None:
         on_found(len(found))
     report = ConversionReport(converter.name, src, dst)
-    placer = _Placer(converter, src, dst, link, verify_images)
+    journal = _Journal()
+    placer = _Placer(converter, src, dst, link, verify_images, max_pixels, journal)
     pairs = [item for item in found if isinstance(item, Pair)]
     n_workers = workers or min(8, os.cpu_count() or 1)
 
@@ -120,41 +130,106 @@ def convert(
     for item in found:
         if isinstance(item, Skip):
             emit(item)
-    pool = ThreadPoolExecutor(max_workers=n_workers)
     try:
-        for pair, result in zip(pairs, pool.map(placer.place, pairs), strict=True):
-            emit(result, pair.split)
-    finally:
-        pool.shutdown(cancel_futures=True)  # on an error (disk full, Ctrl-C) stop instead of finishing
-    report.seconds = time.perf_counter() - start
-    if report.n_entries == 0:
-        reasons = ", ".join(f"{n} {r}" for r, n in report.skipped_by_reason().items()) or "no images found"
-        raise NothingValidError(
-            f"{src}: no valid {converter.title} image found ({reasons}); no meta.json was written"
-        )
-    if hasattr(os, "sync"):
-        os.sync()  # one flush for all masks written without fsync, before meta.json points at them
-    report.meta_path = write_meta(dst, report.entries.get("test", {}), report.entries.get("train", {}))
+        pool = ThreadPoolExecutor(max_workers=n_workers)
+        try:
+            for pair, result in zip(pairs, pool.map(placer.place, pairs), strict=True):
+                emit(result, pair.split)
+        finally:
+            pool.shutdown(cancel_futures=True)  # on an error (disk full, Ctrl-C) stop instead of finishing
+        report.seconds = time.perf_counter() - start
+        if report.n_entries == 0:
+            reasons = ", ".join(f"{n} {r}" for r, n in report.skipped_by_reason().items()) or "no images found"
+            raise NothingValidError(
+                f"{src}: no valid {converter.title} image found ({reasons}); no meta.json was written"
+            )
+        if hasattr(os, "sync"):
+            os.sync()  # one flush for all masks written without fsync, before meta.json points at them
+        report.meta_path = write_meta(dst, report.entries.get("test", {}), report.entries.get("train", {}))
+    except BaseException:
+        journal.roll_back()
+        raise
+    journal.commit()
     report.seconds = time.perf_counter() - start
     return report
+
+
+class _Journal:
+    """What a run changed in DST, so that a failed run can undo it; safe to use from several threads.
+
+    A file the run creates is listed and removed on failure; a file it replaces is first renamed to a
+    hidden backup next to it, deleted on success and renamed back on failure. Folders the run creates
+    are removed on failure once empty (DST itself included, when the run created it).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._created: list[Path] = []
+        self._backups: list[tuple[Path, Path]] = []
+        self._new_folders: set[Path] = set()
+
+    def make_parent(self, target: Path) -> None:
+        """Create `target`'s folder, listing each folder that did not exist (DST's own included)."""
+        missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._new_folders.update(missing)
+
+    def replace(self, tmp: Path, target: Path) -> None:
+        """Move `tmp` onto `target`, keeping what was there for a roll-back."""
+        backup = None
+        if os.path.lexists(target):
+            backup = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.bak")
+            os.replace(target, backup)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if backup is not None:
+                os.replace(backup, target)
+            raise
+        with self._lock:
+            if backup is None:
+                self._created.append(target)
+            else:
+                self._backups.append((target, backup))
+
+    def commit(self) -> None:
+        for _, backup in self._backups:
+            backup.unlink(missing_ok=True)
+        self._backups.clear()
+        self._created.clear()
+
+    def roll_back(self) -> None:
+        for path in reversed(self._created):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for target, backup in reversed(self._backups):
+            os.replace(backup, target)
+        for folder in sorted(self._new_folders, key=lambda p: len(p.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty: something else put a file there
+                folder.rmdir()
+        self._created.clear()
+        self._backups.clear()
 
 
 class _Placer:
     """Checks one pair and puts its files in DST; safe to call from several threads at once."""
 
-    def __init__(self, converter: Converter, src: Path, dst: Path, link: LinkMode, verify: bool) -> None:
+    def __init__(self, converter: Converter, src: Path, dst: Path, link: LinkMode, verify: bool,
+                 max_pixels: int | None, journal: _Journal) -> None:
         self.converter, self.src, self.dst, self.link, self.verify = converter, src, dst, link, verify
+        self.max_pixels, self.journal = max_pixels, journal
 
     def place(self, pair: Pair) -> Result:
         image_rel = self._relative(pair.image)
         try:
-            with Image.open(pair.image) as im:
+            with open_image(pair.image, self.max_pixels) as im:
                 size = im.size
                 if self.verify:
                     im.load()
-        except FileNotFoundError:
-            return Skip(str(pair.image), UNREADABLE_IMAGE, f"{pair.image}: image not found")
-        except (OSError, SyntaxError, ValueError) as err:
+        except DataError as err:
+            return Skip(str(pair.image), UNREADABLE_IMAGE, str(err))
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
             return Skip(str(pair.image), UNREADABLE_IMAGE, f"{pair.image}: cannot read image ({err})")
         if image_rel is None:
             return Skip(str(pair.image), UNREADABLE_IMAGE, f"{pair.image}: lies outside SRC {self.src}")
@@ -177,6 +252,8 @@ class _Placer:
         assert pair.mask is not None
         mask_path = pair.mask
         try:
+            if mask_path.suffix.lower() != ".mat":  # a .mat file has no image header to check
+                open_image(mask_path, self.max_pixels, what="mask").close()
             data = self.converter.read_mask(mask_path)
         except FileNotFoundError:
             return Skip(str(mask_path), MISSING_MASK, f"{mask_path}: mask of {pair.image.name} not found")
@@ -203,7 +280,7 @@ class _Placer:
         if out.resolve() == mask_path.resolve():
             # DST is SRC and the source mask sits where ours would go: never overwrite a source file.
             raise LayoutError(f"{out}: converting in place would overwrite this source mask")
-        _write_mask_png(out, data.mask)
+        _write_mask_png(out, data.mask, self.journal)
         return True, out_rel.as_posix()
 
     def _relative(self, path: Path) -> Path | None:
@@ -217,7 +294,7 @@ class _Placer:
         """Link (or copy) `source` to `target` by way of a temporary name, so `target` is never half."""
         if os.path.lexists(target) and target.resolve() == source.resolve():
             return  # in place already: DST is SRC, or an earlier run linked it
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.journal.make_parent(target)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             linked = False
@@ -229,14 +306,14 @@ class _Placer:
                     linked = False  # e.g. Windows without the privilege, or a FAT volume: copy instead
             if not linked:
                 shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            self.journal.replace(tmp, target)
         except BaseException:
             if os.path.lexists(tmp):
                 tmp.unlink()
             raise
 
 
-def _write_mask_png(path: Path, mask: np.ndarray) -> None:
+def _write_mask_png(path: Path, mask: np.ndarray, journal: _Journal) -> None:
     """Write a 0/255 PNG by way of a temporary name, like io.save_mask_png but without an fsync per file.
 
     A per-file fsync made Kvasir's 998 masks take seconds; `convert` syncs once before meta.json
@@ -244,11 +321,11 @@ def _write_mask_png(path: Path, mask: np.ndarray) -> None:
     """
     buf = io.BytesIO()
     Image.fromarray((mask > 0).astype(np.uint8) * 255).save(buf, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    journal.make_parent(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        journal.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

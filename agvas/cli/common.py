@@ -1,0 +1,36 @@
+"""What several commands check the same way, worded with the command's own flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+
+def check_mode_flags(mode: str, expectation: str | None, err: Console) -> None:
+    """The mode check, worded with the command's flags; exit 2 before anything is read or loaded."""
+    from agvas.infer.segmenter import check_mode
+
+    if mode == "describe-plus" and not (expectation and expectation.strip()):
+        err.print("[red]error:[/red] --mode describe-plus needs --expectation TEXT, a sentence describing the "
+                  "normal appearance (e.g. 'A normal hazelnut has a smooth, uniformly brown shell.')")
+        raise typer.Exit(2)
+    try:
+        check_mode(mode, expectation)
+    except ValueError as e:
+        err.print(f"[red]error:[/red] --mode: {e}")
+        raise typer.Exit(2) from None
+
+
+def prepare_out(out: Path, err: Console) -> None:
+    """Create the output folder, or exit 2 naming the problem (a file in the way, no permission)."""
+    if out.exists() and not out.is_dir():
+        err.print(f"[red]error:[/red] --out {escape(str(out))} exists and is not a folder")
+        raise typer.Exit(2)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        err.print(f"[red]error:[/red] cannot create --out {escape(str(out))}: {e.strerror or e}")
+        raise typer.Exit(2) from None
