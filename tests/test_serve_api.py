@@ -377,7 +377,8 @@ def test_cli_refuses_to_start_without_a_checkpoint(tmp_path):
 # ---- load -------------------------------------------------------------------------------------------------
 def test_bounded_load_test_8_clients_200_requests(segmenter, tmp_path):
     out = tmp_path / "serve_load.json"
-    report = serve_load_benchmark(segmenter, clients=8, requests=200, image_size=64, out=out, time_limit_s=80)
+    # The time limit bounds a hang; it is not a speed check (a loaded 2-core machine needs minutes).
+    report = serve_load_benchmark(segmenter, clients=8, requests=200, image_size=64, out=out, time_limit_s=300)
     saved = json.loads(Path(out).read_text())
     assert saved["succeeded"] == 200 and saved["failed"] == 0 and saved["not_sent"] == 0, saved["errors"]
     latency = saved["latency_ms"]
