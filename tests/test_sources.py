@@ -233,11 +233,11 @@ def test_data_check_paper_recipe(base: Path, tmp_path: Path) -> None:
 
 
 def test_data_check_tiny_recipe_own_roots(tmp_path: Path) -> None:
-    """configs/tiny.yaml with its prepared roots replaced by one built here (CI also runs it on the real
-    roots, prepared by .ci/run)."""
+    """configs/tiny-real.yaml with its prepared roots replaced by one built here (CI also runs it on the
+    real roots, prepared by .ci/run)."""
     root = trees.anomaly_instruct(tmp_path / "real")
     roots = yaml.safe_dump([{"root": str(root), "splits": ["test"]}], default_flow_style=True).strip()
-    proc = _check("configs/tiny.yaml", "--quick", "--set", f"data.anomaly_datasets={roots}",
+    proc = _check("configs/tiny-real.yaml", "--quick", "--set", f"data.anomaly_datasets={roots}",
                   "--set", f"data.validation=[{root}]", "--set", "data.textures=null")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "synthetic anomalies" in proc.stdout and "procedural shapes (VQA)" in proc.stdout

@@ -105,8 +105,10 @@ def build_training_set(cfg: DataSection, anchors: tuple[str, ...], length: int, 
     if cfg.camvid:
         general = _OneOf([general, CamVidSource(cfg.camvid, anchors=anchors)], [1.0 - cfg.camvid_share,
                                                                                 cfg.camvid_share])
-    instruct: Source = AnomalyInstructSource(pool, records=cfg.records, anchors=anchors,
-                                             normal_rate=normal_rate, texture=None)
+    # Synthetic-only recipes call every class a texture, as the shipped checkpoint was trained; with real
+    # objects (capsules, cookies) the class name decides.
+    instruct: Source = AnomalyInstructSource(pool, records=cfg.records, anchors=anchors, normal_rate=normal_rate,
+                                             texture=None if normal_rate is not None else True)
     vqa: Source = ShapeVQASource(cfg.image_size)
     if cfg.sources:  # the paper's sources, mixed into (or replacing) the stand-ins; nothing changes without
         general = _with_readers(cfg, "general", general, readers["general"])
