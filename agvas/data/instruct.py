@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -72,11 +72,13 @@ class InstructRecord:
         return {n: getattr(self, n.lower()) for n in FIELD_NAMES}
 
 
-def read_records(path: str | os.PathLike) -> dict[str, InstructRecord]:
+def read_records(path: str | os.PathLike,
+                 on_bad: Callable[[int, str], None] | None = None) -> dict[str, InstructRecord]:
     """img_path -> record from an annotation JSONL file (as `agvas data annotate` writes it).
 
     A trailing partial line (a writer killed mid-line) is ignored; any other bad line is an error,
-    because it means the file was edited or corrupted and silently dropping it would hide that.
+    because it means the file was edited or corrupted and silently dropping it would hide that —
+    unless `on_bad(line_number, message)` is given, for readers that count bad lines and go on.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -90,8 +92,11 @@ def read_records(path: str | os.PathLike) -> dict[str, InstructRecord]:
         try:
             obj = json.loads(line)
             out[str(obj["img_path"])] = InstructRecord.from_dict(obj["record"])
-        except (json.JSONDecodeError, KeyError, TypeError, RecordError) as err:
-            raise RecordError(f"{path}:{i}: not a valid annotation line ({err})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecordError) as err:
+            message = f"{path}:{i}: not a valid annotation line ({err})"
+            if on_bad is None:
+                raise RecordError(message) from None
+            on_bad(i, message)
     return out
 
 

@@ -8,36 +8,26 @@ with the others. Records for images missing from meta.json are listed too.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from agvas.data.instruct import InstructRecord, RecordError
+from agvas.data.instruct import InstructRecord, read_records
 from agvas.data.io import DataError
 from agvas.data.meta import load_meta
 from agvas.data.sources.base import EntryPool, Problems
 
 
 def read_records_tolerant(path: str | os.PathLike) -> tuple[dict[str, InstructRecord], Problems]:
-    """img_path -> record, and every line that is not a valid record (a cut final line included)."""
+    """img_path -> record, and every line that is not a valid record (counted, never fatal)."""
     path = Path(path)
+    problems = Problems()
     try:
-        lines = path.read_bytes().split(b"\n")
+        out = read_records(path, on_bad=lambda i, message: problems.add(f"{path}:{i}", message))
     except OSError as err:
         raise DataError(f"{path}: cannot read the records ({err})") from None
-    out: dict[str, InstructRecord] = {}
-    problems = Problems()
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            out[str(obj["img_path"])] = InstructRecord.from_dict(obj["record"])
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecordError) as err:
-            problems.add(f"{path}:{i}", f"{path}:{i}: not a valid annotation line ({err})")
     return out, problems
 
 
