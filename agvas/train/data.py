@@ -89,7 +89,8 @@ def build_training_set(cfg: DataSection, anchors: tuple[str, ...], length: int, 
     pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction))
     normal_rate = None
     readers = _readers(cfg, anchors)
-    if cfg.anomaly_datasets or readers["anomaly"]:
+    has_real = bool(cfg.anomaly_datasets or readers["anomaly"])
+    if has_real:
         reals, weights = real_pools(cfg) if cfg.anomaly_datasets else ([], [])
         reals += [r for _, r in readers["anomaly"]]
         weights += [s.weight for s, _ in readers["anomaly"]]
@@ -108,7 +109,7 @@ def build_training_set(cfg: DataSection, anchors: tuple[str, ...], length: int, 
     # Synthetic-only recipes call every class a texture, as the shipped checkpoint was trained; with real
     # objects (capsules, cookies) the class name decides.
     instruct: Source = AnomalyInstructSource(pool, records=cfg.records, anchors=anchors, normal_rate=normal_rate,
-                                             texture=None if normal_rate is not None else True)
+                                             texture=None if has_real else True)
     vqa: Source = ShapeVQASource(cfg.image_size)
     if cfg.sources:  # the paper's sources, mixed into (or replacing) the stand-ins; nothing changes without
         general = _with_readers(cfg, "general", general, readers["general"])
