@@ -23,6 +23,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from agvas.serve.limits import run_guarded
+
 
 class HeadDeadlineH11(H11Protocol):
     """uvicorn's h11 protocol, plus: a request head must arrive within `timeout_header_s` of the
@@ -100,7 +102,7 @@ class ReadTimeoutMiddleware:
             await self.app(scope, receive, send)
             return
         body_done = False
-        timed_out = started = False
+        timed_out = False
 
         async def timed_receive() -> Message:
             nonlocal body_done, timed_out
@@ -114,19 +116,7 @@ class ReadTimeoutMiddleware:
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if timed_out:  # whatever the app made of the cut-off body is replaced by the 408
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, timed_receive, guarded_send)
-        except Exception:
-            if not timed_out:
-                raise
-        if timed_out and not started:
+        if await run_guarded(self.app, scope, timed_receive, send, lambda: timed_out):
             message = (f"the request body stalled for {self.timeout_s:g} s before it was complete "
                        "(the server's --timeout-read)")
             await JSONResponse({"error": "timeout", "message": message}, status_code=408,

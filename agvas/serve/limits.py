@@ -8,6 +8,8 @@ hangs up sees a connection reset, not the 413 that says what to change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,7 +56,7 @@ class BodyLimitMiddleware:
             return
 
         received = 0
-        exceeded = started = False
+        exceeded = False
 
         async def limited_receive() -> Message:
             nonlocal received, exceeded
@@ -68,17 +70,27 @@ class BodyLimitMiddleware:
                     raise _TooLarge()
             return message
 
-        async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if exceeded:  # whatever the app made of the cut-off body is replaced by the 413
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not exceeded:
-                raise
-        if exceeded and not started:
+        if await run_guarded(self.app, scope, limited_receive, send, lambda: exceeded):
             await self._refusal(received, exact=False)(scope, receive, send)
+
+
+async def run_guarded(app: ASGIApp, scope: Scope, receive: Receive, send: Send,
+                      tripped: Callable[[], bool]) -> bool:
+    """Run `app` with a `receive` that raises once a body limit trips; from then on the app's own reply
+    (whatever it made of the cut-off body) is dropped. True when the caller must answer instead: the
+    limit tripped before the app started its response."""
+    started = False
+
+    async def guarded_send(message: Message) -> None:
+        nonlocal started
+        if tripped():
+            return
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, guarded_send)
+    except Exception:
+        if not tripped():
+            raise
+    return tripped() and not started
