@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from agvas.anchors import ANCHOR_TOKENS
-from agvas.data.general import REFER_QUESTIONS, seg_turns
+from agvas.data.general import REFER_QUESTIONS, seg_sample
 from agvas.data.io import DataError, read_image_rgb, read_json
 
 MIN_AREA = 0.005
@@ -89,8 +89,6 @@ class CamVidSource:
             c = present[int(rng.integers(len(present)))]
             question = REFER_QUESTIONS[int(rng.integers(len(REFER_QUESTIONS)))].format(
                 ref=class_phrase(self.classes[c]))
-            return {"image": image, "mask": (labels == c).astype(np.uint8),
-                    "conversation": seg_turns(question, self.anchors, rng),
-                    "has_mask": True, "source": "general", "anomalous": False}
+            return seg_sample(image, (labels == c).astype(np.uint8), question, self.anchors, rng)
         raise DataError(f"{self.root}: {self.max_tries} frames in a row gave no usable sample; problems so far: "
                         f"{list(self.skipped.values())[:3]}")

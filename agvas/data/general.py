@@ -136,6 +136,13 @@ def seg_turns(question: str, anchors: tuple[str, ...], rng: np.random.Generator)
             {"role": "assistant", "content": answer}]
 
 
+def seg_sample(image: np.ndarray, mask: np.ndarray, question: str, anchors: tuple[str, ...],
+               rng: np.random.Generator) -> dict[str, Any]:
+    """A general-segmentation sample: the question, an answer with the anchors, the referred mask."""
+    return {"image": image, "mask": mask, "conversation": seg_turns(question, anchors, rng),
+            "has_mask": True, "source": "general", "anomalous": False}
+
+
 class ShapeReferringSource:
     """Referring segmentation on procedural shapes; the GT of [SEG]/[ANO] is the referred shape."""
 
@@ -149,9 +156,7 @@ class ShapeReferringSource:
             image, shapes = shapes_scene(rng, self.image_size)
         target = shapes[int(rng.integers(len(shapes)))]
         question = _pick(rng, REFER_QUESTIONS).format(ref=_reference(target, shapes, rng))
-        return {"image": image, "mask": target.mask.astype(np.uint8),
-                "conversation": seg_turns(question, self.anchors, rng),
-                "has_mask": True, "source": "general", "anomalous": False}
+        return seg_sample(image, target.mask.astype(np.uint8), question, self.anchors, rng)
 
 
 def _count_answer(n: int, what: str) -> str:
@@ -280,11 +285,15 @@ class LisaFolderSource:
         return len(self.files)
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        item = load_lisa_item(self.files[int(rng.integers(len(self.files)))])
-        text = _pick(rng, tuple(item.texts)).strip()
-        if item.is_sentence:
-            question = f"{text} {_pick(rng, REASON_SUFFIXES)}"
-        else:
-            question = _pick(rng, PHRASE_QUESTIONS).format(text=text.rstrip("."))
-        return {"image": item.image, "mask": item.mask, "conversation": seg_turns(question, self.anchors, rng),
-                "has_mask": True, "source": "general", "anomalous": False}
+        return lisa_sample(load_lisa_item(self.files[int(rng.integers(len(self.files)))]), self.anchors, rng)
+
+
+def lisa_sample(item: LisaItem, anchors: tuple[str, ...], rng: np.random.Generator) -> dict[str, Any]:
+    """One of the item's queries as LISA asks it: a reasoning sentence plus a request for the mask, or a
+    phrase inside a segmentation question."""
+    text = _pick(rng, tuple(item.texts)).strip()
+    if item.is_sentence:
+        question = f"{text} {_pick(rng, REASON_SUFFIXES)}"
+    else:
+        question = _pick(rng, PHRASE_QUESTIONS).format(text=text.rstrip("."))
+    return seg_sample(item.image, item.mask, question, anchors, rng)

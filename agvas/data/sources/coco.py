@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from agvas.anchors import ANCHOR_TOKENS
-from agvas.data.general import REFER_QUESTIONS, seg_turns
+from agvas.data.general import REFER_QUESTIONS, seg_sample
 from agvas.data.io import DataError, read_image_rgb, read_json
 from agvas.data.sources.base import Reader
 
@@ -77,6 +77,18 @@ def segmentation_mask(seg: Any, height: int, width: int) -> np.ndarray:
     raise ValueError(f"unknown segmentation of type {type(seg).__name__}")
 
 
+def load_target(image_path: Path, seg: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """An image and the mask of one COCO-style annotation on it; `what` names the target in errors."""
+    image = read_image_rgb(image_path)
+    try:
+        mask = segmentation_mask(seg, image.shape[0], image.shape[1])
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{image_path}: bad segmentation of {what} ({err})") from None
+    if mask.shape != image.shape[:2] or not mask.any():
+        raise DataError(f"{image_path}: the mask of {what} is empty or does not match the image")
+    return image, mask
+
+
 def index_coco(doc: Any, where: str | os.PathLike) -> tuple[dict[int, dict], dict[int, str], list[dict]]:
     """images by id, category names by id, annotations; a malformed file is a DataError naming it."""
     try:
@@ -124,16 +136,9 @@ class CocoPartReader(Reader):
 
     def load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         im, seg, cat = self.items[index]
-        image = read_image_rgb(self.image_root / im["file_name"])
-        try:
-            mask = segmentation_mask(seg, image.shape[0], image.shape[1])
-        except (ValueError, TypeError) as err:
-            raise DataError(f"{self.describe(index)}: bad segmentation of a {cat!r} ({err})") from None
-        if mask.shape != image.shape[:2] or not mask.any():
-            raise DataError(f"{self.describe(index)}: the {cat!r} mask is empty or does not match the image")
+        image, mask = load_target(self.image_root / im["file_name"], seg, f"the {cat!r}")
         question = REFER_QUESTIONS[int(rng.integers(len(REFER_QUESTIONS)))].format(ref=part_phrase(cat, rng))
-        return {"image": image, "mask": mask, "conversation": seg_turns(question, self.anchors, rng),
-                "has_mask": True, "source": "general", "anomalous": False}
+        return seg_sample(image, mask, question, self.anchors, rng)
 
 
 def paco_lvis(root: str | os.PathLike, images: str | os.PathLike | None = None, name: str | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agvas.anchors import ANCHOR_TOKENS
-from agvas.data.general import PHRASE_QUESTIONS, REASON_SUFFIXES, load_lisa_item, seg_turns
+from agvas.data.general import lisa_sample, load_lisa_item
 from agvas.data.io import DataError
 from agvas.data.sources.base import Reader, images_in
 
@@ -47,10 +47,4 @@ class ReasonSegReader(Reader):
         item = load_lisa_item(self.items[index])
         if not item.mask.any():
             raise DataError(f"{self.items[index]}: no target polygon")
-        text = item.texts[int(rng.integers(len(item.texts)))].strip()
-        if item.is_sentence:
-            question = f"{text} {REASON_SUFFIXES[int(rng.integers(len(REASON_SUFFIXES)))]}"
-        else:
-            question = PHRASE_QUESTIONS[int(rng.integers(len(PHRASE_QUESTIONS)))].format(text=text.rstrip("."))
-        return {"image": item.image, "mask": item.mask, "conversation": seg_turns(question, self.anchors, rng),
-                "has_mask": True, "source": "general", "anomalous": False}
+        return lisa_sample(item, self.anchors, rng)

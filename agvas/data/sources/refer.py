@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from agvas.anchors import ANCHOR_TOKENS
-from agvas.data.general import PHRASE_QUESTIONS, seg_turns
-from agvas.data.io import DataError, read_image_rgb, read_json
+from agvas.data.general import PHRASE_QUESTIONS, seg_sample
+from agvas.data.io import DataError, read_json
 from agvas.data.sources.base import Reader
-from agvas.data.sources.coco import index_coco, segmentation_mask
+from agvas.data.sources.coco import index_coco, load_target
 
 SPLIT_BY: dict[str, str] = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd", "refclef": "unc"}
 _SAFE_GLOBALS = {("builtins", "set"), ("builtins", "frozenset"), ("__builtin__", "set"),
@@ -100,14 +100,7 @@ class ReferReader(Reader):
 
     def load(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
         im, seg, sents = self.items[index]
-        image = read_image_rgb(self.image_root / im["file_name"])
-        try:
-            mask = segmentation_mask(seg, image.shape[0], image.shape[1])
-        except (ValueError, TypeError) as err:
-            raise DataError(f"{self.describe(index)}: bad segmentation ({err})") from None
-        if mask.shape != image.shape[:2] or not mask.any():
-            raise DataError(f"{self.describe(index)}: the referred mask is empty or does not match the image")
+        image, mask = load_target(self.image_root / im["file_name"], seg, "the referred object")
         text = sents[int(rng.integers(len(sents)))].rstrip(".")
         question = PHRASE_QUESTIONS[int(rng.integers(len(PHRASE_QUESTIONS)))].format(text=text)
-        return {"image": image, "mask": mask, "conversation": seg_turns(question, self.anchors, rng),
-                "has_mask": True, "source": "general", "anomalous": False}
+        return seg_sample(image, mask, question, self.anchors, rng)

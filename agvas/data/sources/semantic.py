@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from agvas.anchors import ANCHOR_TOKENS
-from agvas.data.general import REFER_QUESTIONS, seg_turns
+from agvas.data.general import REFER_QUESTIONS, seg_sample
 from agvas.data.io import DataError, open_image, read_image_rgb, read_json
 from agvas.data.sources.base import Reader
 
@@ -73,9 +73,7 @@ class LabelMapReader(Reader):
             raise DataError(f"{label_path}: no named class covers {MIN_AREA:.1%} of the image")
         v = present[int(rng.integers(len(present)))]
         question = REFER_QUESTIONS[int(rng.integers(len(REFER_QUESTIONS)))].format(ref=self.names[v])
-        return {"image": image, "mask": (labels == v).astype(np.uint8),
-                "conversation": seg_turns(question, self.anchors, rng),
-                "has_mask": True, "source": "general", "anomalous": False}
+        return seg_sample(image, (labels == v).astype(np.uint8), question, self.anchors, rng)
 
 
 def _pairs(images: Path, labels: Path, reader: Reader, label_suffix: str = ".png") -> list[tuple[Path, Path]]:
