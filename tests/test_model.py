@@ -16,7 +16,7 @@ from agvas.model.agvas import fuse
 from agvas.model.backbones import CheckpointError
 from agvas.model.config import VARIANTS, preset_config
 from agvas.model.decoder import AnchorGuidedMaskDecoder
-from agvas.model.losses import dice_loss, segmentation_losses
+from agvas.model.losses import dice_loss, image_loss, segmentation_losses
 from agvas.model.refiner import TokenRefiner
 from agvas.model.spam import SemanticPixelAlignment
 from agvas.model.transformer import TwoWayTransformer
@@ -144,6 +144,28 @@ def test_empty_mask_loss_is_finite_and_pushes_towards_nothing():
     total.backward()
     assert torch.isfinite(logits.grad).all() and (logits.grad > 0).all()
     assert dice_loss(torch.full((1, 4, 4), -30.0), torch.zeros(1, 4, 4)).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_image_term_charges_the_pixels_that_flag_a_good_image():
+    """Five confident pixels on a good 64x64 image flag it; pixel BCE barely sees them, the image term does."""
+    logits = torch.full((2, 64, 64), -6.0)
+    logits[0, 10, 10:15] = 4.0
+    good = torch.zeros(2, 64, 64)
+    paper = segmentation_losses(logits, -logits, logits, good)
+    assert not any(k.startswith("image_") for k in paper)  # weight 0 (the default) is the paper's objective
+    parts = segmentation_losses(logits, -logits, logits, good, image_weight=1.0, image_topk=4 / 4096)
+    assert set(parts) - set(paper) == {"image_seg", "image_ano"}  # [NOR]'s map is the complement: no decision
+    per_image = image_loss(logits, good, topk=4 / 4096)
+    assert per_image[0].item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(4.0)).item(), rel=1e-5)
+    assert per_image[1].item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(-6.0)).item(), rel=1e-4)
+    assert per_image[0] > 100 * bce_loss_of(logits[0], good[0])
+    bad = good.clone()
+    bad[:, 30:34, 30:34] = 1  # an anomalous image is charged while its top pixels stay below 0.5
+    assert image_loss(logits, bad, topk=4 / 4096)[1].item() == pytest.approx(6.0, rel=1e-2)
+
+
+def bce_loss_of(logits: torch.Tensor, target: torch.Tensor) -> float:
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target).item()
 
 
 def test_normal_image_in_a_batch_has_finite_loss(tiny):

@@ -160,3 +160,26 @@ def test_training_on_real_meta_roots_with_a_real_validation_set(tmp_path):
     assert {"eval/ap", "eval/val_ap", "eval/val_iou_nor"} <= set(header)
     summary = json.loads((tmp_path / "run" / "final" / "training.json").read_text())
     assert summary["config"]["data"]["anomaly_datasets"][0]["root"] == str(train_root)
+
+
+def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, tiny_backbones):
+    """`model.init_from` goes on from a trained checkpoint (its weights, its architecture); a recipe that
+    names another variant is refused rather than silently retrained."""
+    from model_fixtures import build
+
+    from agvas.model.config import preset_config
+    from agvas.train.loop import initial_model
+
+    first = build(preset_config("tiny"), tiny_backbones, seed=5).save_pretrained(tmp_path / "stage1")
+    path = recipe(tmp_path, model={"preset": "tiny", "init_from": str(first), "image_weight": 1.0})
+    model = initial_model(load_train_config(path))
+    assert model.config.image_weight == 1.0
+    saved = load_file(str(first / "model.safetensors"))
+    state = model.state_dict()
+    shared = [k for k in saved if k in state]
+    assert len(shared) == len(saved) > 0 and all(torch.equal(state[k], saved[k]) for k in shared)
+    assert any(p.requires_grad for p in model.parameters())
+
+    path = recipe(tmp_path, model={"preset": "tiny", "variant": "lisa", "init_from": str(first)})
+    with pytest.raises(ValueError, match="tiny/agvas checkpoint, but the recipe names tiny/lisa"):
+        initial_model(load_train_config(path))

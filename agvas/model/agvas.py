@@ -244,7 +244,8 @@ class AGVASModel(nn.Module):
             # A sample teaches the decoder only if it has a mask and its answer holds the anchors.
             keep = out.anchor_found if has_mask is None else out.anchor_found & has_mask.to(out.anchor_found.device)
             seg = segmentation_losses(out.seg_logits, out.nor_logits, out.ano_logits, masks,
-                                      self.config.bce_weight, self.config.dice_weight, weights=keep)
+                                      self.config.bce_weight, self.config.dice_weight, weights=keep,
+                                      image_weight=self.config.image_weight, image_topk=self.config.image_topk)
         parts: LossParts = total_loss(ce, seg)
         return parts.parts, parts.total
 

@@ -40,6 +40,9 @@ class AGVASConfig:
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     bce_weight: float = 0.5
     dice_weight: float = 2.0
+    image_weight: float = 0.0
+    """The image-level decision term (`losses.image_loss`); 0 is the paper's objective."""
+    image_topk: float = 0.001
     name: str = "agvas"
     architecture: str = field(default=ARCHITECTURE)
 

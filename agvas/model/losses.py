@@ -22,6 +22,7 @@ from torch import Tensor
 BCE_WEIGHT = 0.5
 DICE_WEIGHT = 2.0
 DICE_SMOOTH = 1.0
+IMAGE_TOPK = 0.001
 
 
 def dice_loss(logits: Tensor, target: Tensor, smooth: float = DICE_SMOOTH) -> Tensor:
@@ -35,6 +36,22 @@ def dice_loss(logits: Tensor, target: Tensor, smooth: float = DICE_SMOOTH) -> Te
 def bce_loss(logits: Tensor, target: Tensor) -> Tensor:
     """Binary cross-entropy averaged over each image's pixels (B,)."""
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(-1)
+
+
+def image_loss(logits: Tensor, target: Tensor, topk: float = IMAGE_TOPK) -> Tensor:
+    """BCE of each image's decision logit, the mean of its top `topk` share of pixel logits, against
+    "the mask is not empty" (B,).
+
+    Not in the paper: the decision (anomalous = any pixel above 0.5) is a max over the map, and the pixel
+    losses barely see it. On a good image a few confident pixels cost a pixel-mean BCE almost nothing and
+    the smoothed Dice little more, yet each one flags the whole image. This term charges them at the
+    image's weight. The top-k mean instead of the max spreads the gradient over more than one pixel.
+    """
+    flat = logits.flatten(1)
+    k = max(1, round(topk * flat.shape[1]))
+    score = flat.topk(k, dim=1).values.mean(-1)
+    label = (target.flatten(1) > 0.5).any(-1).float()
+    return F.binary_cross_entropy_with_logits(score, label, reduction="none")
 
 
 def text_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -58,8 +75,11 @@ class LossParts:
 
 def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, ano_logits: Tensor | None,
                         masks: Tensor, bce_weight: float = BCE_WEIGHT, dice_weight: float = DICE_WEIGHT,
-                        weights: Tensor | None = None) -> dict[str, Tensor]:
-    """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which).
+                        weights: Tensor | None = None, image_weight: float = 0.0,
+                        image_topk: float = IMAGE_TOPK) -> dict[str, Tensor]:
+    """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which), and with
+    `image_weight` > 0 the image-level term (`image_loss`) on the [SEG] and [ANO] maps, whose union of
+    pixels above 0.5 is the decision.
 
     `weights` (B,) is 1 for samples with a mask to learn from and 0 otherwise; parts are divided by B.
     """
@@ -77,6 +97,8 @@ def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, an
     for name, (logits, target) in heads.items():
         out[f"bce_{name}"] = bce_weight * (bce_loss(logits, target) * weights).sum() / batch
         out[f"dice_{name}"] = dice_weight * (dice_loss(logits, target) * weights).sum() / batch
+        if image_weight > 0 and name != "nor":
+            out[f"image_{name}"] = image_weight * (image_loss(logits, target, image_topk) * weights).sum() / batch
     return out
 
 

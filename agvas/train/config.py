@@ -21,6 +21,11 @@ class ModelSection:
     lmm: str | None = None
     sam: str | None = None
     lora_rank: int | None = None
+    image_weight: float | None = None
+    """The image-level decision term's weight (`agvas.model.losses.image_loss`); None: the preset's (0)."""
+    init_from: str | None = None
+    """An AG-VAS checkpoint folder to start from instead of fresh weights (a second training stage).
+    Its architecture is kept; `preset`/`variant` must name it, and only the loss weights above apply."""
 
 
 @dataclass

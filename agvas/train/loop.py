@@ -14,7 +14,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from agvas.data.io import atomic_write_json
 from agvas.data.sources.base import skip_counts
 from agvas.model.agvas import AGVASModel
 from agvas.model.build import build_model
+from agvas.model.config import preset_config
 from agvas.model.summary import parameter_table
 from agvas.train.config import TrainConfig
 from agvas.train.data import build_training_set
@@ -89,6 +90,23 @@ def _accelerator(cfg: TrainConfig, accum: int):
     return Accelerator(gradient_accumulation_steps=accum, mixed_precision=mp, deepspeed_plugin=plugin)
 
 
+def initial_model(cfg: TrainConfig) -> AGVASModel:
+    """Fresh weights of the recipe's preset, or, with `model.init_from`, a trained checkpoint to go on from."""
+    section = cfg.model
+    if section.init_from is None:
+        return build_model(section.preset, section.variant, lmm=section.lmm, sam=section.sam,
+                           backbone_dir=Path(cfg.out) / "backbones", seed=cfg.seed, lora_rank=section.lora_rank,
+                           image_weight=section.image_weight)
+    model = AGVASModel.from_pretrained(section.init_from)
+    expected = preset_config(section.preset, section.variant, lmm=model.config.lmm, sam=model.config.sam)
+    if model.config.name != expected.name or model.config.anchors != expected.anchors:
+        raise ValueError(f"model.init_from {section.init_from} is a {model.config.name} checkpoint, but the "
+                         f"recipe names {expected.name}")
+    if section.image_weight is not None:
+        model.config = replace(model.config, image_weight=section.image_weight)
+    return model
+
+
 def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = False,
           command: str | None = None) -> TrainResult:
     out = Path(cfg.out)
@@ -107,8 +125,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
 
     torch.manual_seed(cfg.seed)
     with acc.main_process_first():
-        model = build_model(cfg.model.preset, cfg.model.variant, lmm=cfg.model.lmm, sam=cfg.model.sam,
-                            backbone_dir=out / "backbones", seed=cfg.seed, lora_rank=cfg.model.lora_rank)
+        model = initial_model(cfg)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
