@@ -6,6 +6,7 @@ model (which adds the tokens and finds them) read the same strings.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 NOR: Final = "[NOR]"
@@ -27,3 +28,13 @@ def anchor_string(anchors: tuple[str, ...] = ANCHOR_TOKENS) -> str:
 def direct_answer(anchors: tuple[str, ...] = ANCHOR_TOKENS) -> str:
     """The paper's implicit-mode answer: "Sure, it is [NOR][ANO][SEG]." for the full model."""
     return f"Sure, it is {anchor_string(anchors)}."
+
+
+_ANCHOR_RUN = re.compile(r"\s*(?:" + "|".join(re.escape(t) for t in ANCHOR_TOKENS) + r")+")
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])")
+
+
+def readable_answer(text: str) -> str:
+    """The answer as a person reads it: the anchor tokens are the model's internal handles on the mask,
+    not words, so they are dropped ("Sure, it is [NOR][ANO][SEG]." reads "Sure, it is.")."""
+    return _SPACE_BEFORE_PUNCT.sub(r"\1", " ".join(_ANCHOR_RUN.sub(" ", text).split()))

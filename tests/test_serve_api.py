@@ -102,6 +102,7 @@ def test_segment_png_returns_mask_visuals_and_decision(client):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["mode"] == "direct" and body["text"] and (body["width"], body["height"]) == (64, 48)
+    assert "[SEG]" in body["raw_text"] and "[" not in body["text"]  # direct answers always hold the anchors
     mask = decode_png(body["mask_png_base64"])
     assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
     assert body["area_fraction"] == pytest.approx((mask > 0).mean(), abs=1e-6)
@@ -127,6 +128,7 @@ def test_generating_mode_and_a_two_turn_chat(client):
     first = post(client, encoded(), {"message": "Is there a defect?"}, path="/v1/chat")
     assert first.status_code == 200, first.text
     history = first.json()["history"]
+    assert history[-1]["content"] == first.json()["raw_text"]  # the prompt of the next turn is as generated
     assert [m["role"] for m in history] == ["user", "assistant"] and first.json()["turn"] == 1
     second = post(client, encoded(), {"message": "Segment it.", "history": history}, path="/v1/chat").json()
     assert second["turn"] == 2 and second["history"][:2] == history

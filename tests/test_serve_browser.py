@@ -73,6 +73,8 @@ def test_page_segments_an_example_and_chats(server_url, browser, tmp_path):
 
     assert not element("error").is_displayed(), element("error").text
     assert element("answer").text.strip()
+    labels = browser.find_elements(By.CSS_SELECTOR, "#answer .anchor")  # the anchors, as labels, not "[SEG]"
+    assert [a.text for a in labels] == ["NOR", "ANO", "SEG"] and "[" not in element("answer").text
     assert 0.0 <= float(element("score").text) <= 1.0
     assert element("decision").text in ("ANOMALOUS", "NORMAL")  # direct mode always decodes a mask
     for image in ("heat", "mask"):

@@ -409,3 +409,12 @@ def test_collate_shapes_dtypes_and_processor(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="empty"):
         collate([])
 
+
+
+def test_readable_answers_drop_the_anchor_tokens():
+    from agvas.anchors import direct_answer, readable_answer
+
+    assert readable_answer(direct_answer()) == "Sure, it is."
+    assert readable_answer("A hole at the top [NOR][ANO][SEG] , as marked.") == "A hole at the top, as marked."
+    assert readable_answer("There is no anomaly.[NOR] [ANO]\nFine") == "There is no anomaly. Fine"
+    assert readable_answer("No anchors [SEGMENT] here") == "No anchors [SEGMENT] here"

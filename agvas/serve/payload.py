@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from agvas.anchors import readable_answer
 from agvas.infer.render import heat_image, overlay_image
 from agvas.infer.result import SegmentationResult
 
@@ -62,7 +63,8 @@ def result_payload(result: SegmentationResult, image: np.ndarray, visuals: bool,
     """The JSON body of a segment (or chat) response; see schemas.SegmentResponse."""
     height, width = result.mask.shape
     body: dict[str, Any] = {
-        "text": result.text, "score": float(result.score), "anomalous": bool(result.anomalous),
+        "text": readable_answer(result.text), "raw_text": result.text,
+        "score": float(result.score), "anomalous": bool(result.anomalous),
         "area_fraction": float(result.area_fraction), "mode": result.mode, "anchors_found": result.anchors_found,
         "note": result.note, "width": int(width), "height": int(height),
         "mask_png_base64": _b64(mask_png(result.mask)), "overlay_png_base64": None, "heat_png_base64": None,

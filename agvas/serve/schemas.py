@@ -100,7 +100,9 @@ class ChatOptions(BaseModel):
 
 
 class SegmentResponse(BaseModel):
-    text: str = Field(..., description="the model's answer")
+    text: str = Field(..., description="the model's answer as a person reads it: the anchor tokens removed")
+    raw_text: str = Field(..., description="the answer exactly as generated, anchor tokens ([NOR][ANO][SEG]) "
+                                           "included; chat history carries this form")
     score: float = Field(..., description="image-level anomaly score: the maximum of the probability map")
     anomalous: bool = Field(..., description="the decision: the mask is non-empty")
     area_fraction: float = Field(..., description="fraction of the image inside the mask")

@@ -124,6 +124,24 @@ function pngUrl(base64) {
   return base64 ? `data:image/png;base64,${base64}` : "";
 }
 
+// The anchor tokens are the model's handles on the mask, not words: shown as small labels, not as text.
+function renderAnswer(element, raw) {
+  element.replaceChildren();
+  for (const part of raw.split(/(\[(?:NOR|ANO|SEG)\])/)) {
+    if (!part) continue;
+    const anchor = /^\[(NOR|ANO|SEG)\]$/.exec(part);
+    if (anchor) {
+      const label = document.createElement("span");
+      label.className = "anchor";
+      label.textContent = anchor[1];
+      label.title = `anchor token ${part}: its hidden state decodes the mask`;
+      element.append(label);
+    } else {
+      element.append(document.createTextNode(part));
+    }
+  }
+}
+
 function showResult(result) {
   $("placeholder").hidden = true;
   $("result").hidden = false;
@@ -135,7 +153,7 @@ function showResult(result) {
   $("score").textContent = result.score.toFixed(3);
   $("area").textContent = `${(100 * result.area_fraction).toFixed(2)} %`;
   $("elapsed").textContent = `${result.width}×${result.height} px · ${Math.round(result.elapsed_ms)} ms`;
-  $("answer").textContent = result.text;
+  renderAnswer($("answer"), result.raw_text);
   $("note").textContent = result.note || "";
   $("note").hidden = !result.note;
   $("overlay").src = pngUrl(result.overlay_png_base64);
@@ -173,7 +191,8 @@ function addMessage(role, text, meta) {
   const log = $("chat-log");
   const item = document.createElement("div");
   item.className = `msg ${role}`;
-  item.textContent = text;
+  if (role === "assistant") renderAnswer(item, text);
+  else item.textContent = text;
   if (meta) {
     const extra = document.createElement("span");
     extra.className = "meta";
@@ -203,7 +222,7 @@ async function sendChat(event) {
     state.history = result.history;
     const meta = result.anchors_found
       ? `mask: ${result.anomalous ? "anomalous" : "normal"}, score ${result.score.toFixed(3)}` : "";
-    addMessage("assistant", result.text, meta);
+    addMessage("assistant", result.raw_text, meta);
     if (result.anchors_found) showResult(result);
   } catch (err) {
     showError(err.message);
