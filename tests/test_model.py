@@ -16,7 +16,7 @@ from agvas.model.agvas import fuse
 from agvas.model.backbones import CheckpointError
 from agvas.model.config import VARIANTS, preset_config
 from agvas.model.decoder import AnchorGuidedMaskDecoder
-from agvas.model.losses import dice_loss, image_loss, segmentation_losses
+from agvas.model.losses import bce_loss, dice_loss, image_loss, segmentation_losses
 from agvas.model.refiner import TokenRefiner
 from agvas.model.spam import SemanticPixelAlignment
 from agvas.model.transformer import TwoWayTransformer
@@ -158,14 +158,10 @@ def test_image_term_charges_the_pixels_that_flag_a_good_image():
     per_image = image_loss(logits, good, topk=4 / 4096)
     assert per_image[0].item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(4.0)).item(), rel=1e-5)
     assert per_image[1].item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(-6.0)).item(), rel=1e-4)
-    assert per_image[0] > 100 * bce_loss_of(logits[0], good[0])
+    assert per_image[0] > 100 * bce_loss(logits, good)[0]
     bad = good.clone()
     bad[:, 30:34, 30:34] = 1  # an anomalous image is charged while its top pixels stay below 0.5
     assert image_loss(logits, bad, topk=4 / 4096)[1].item() == pytest.approx(6.0, rel=1e-2)
-
-
-def bce_loss_of(logits: torch.Tensor, target: torch.Tensor) -> float:
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits, target).item()
 
 
 def test_normal_image_in_a_batch_has_finite_loss(tiny):
