@@ -111,6 +111,23 @@ def test_segment_png_returns_mask_visuals_and_decision(client):
         assert decode_png(body[key]).shape == (48, 64, 3)
 
 
+def test_a_request_sets_its_own_threshold_and_gets_the_map_to_recut(client):
+    image = encoded((48, 64), seed=3)
+    default = post(client, image, {"visuals": True}).json()
+    grey = decode_png(default["map_png_base64"]).astype(int)
+    assert grey.shape == (48, 64) and default["threshold"] == 0.5 and default["min_area"] == 0.0
+    assert grey.max() == round(255 * default["score"])  # round(255 P); the score is the maximum of P
+    low = float(np.quantile(grey, 0.8)) / 255  # a cut that keeps about a fifth of the pixels
+    cut = post(client, image, {"threshold": low}).json()
+    mask = decode_png(cut["mask_png_base64"]) > 0
+    assert cut["threshold"] == low and cut["anomalous"] == bool(mask.any())
+    assert cut["text"] == default["text"] and cut["score"] == default["score"]  # the maps are the same
+    # P > t on the full-size map, seen through its 8-bit copy: equal away from the quantisation step
+    clear = np.abs(grey / 255 - low) > 1 / 255
+    assert np.array_equal(mask[clear], (grey / 255 > low)[clear]) and 0.05 < mask.mean() < 0.5
+    assert client.get("/v1/info").json()["threshold"] == 0.5
+
+
 def test_segment_jpeg_json_and_raw_png_mask(client):
     jpeg = encoded((40, 30), fmt="JPEG", seed=1)
     body = post(client, jpeg, name="photo.jpg").json()
@@ -147,12 +164,13 @@ def test_generating_mode_and_a_two_turn_chat(client):
     (encoded(), "[1, 2]", 422, ["JSON object"]),
     (encoded(), {"mode": "bogus"}, 422, ["options.mode"]),
     (encoded(), {"mode": "describe-plus"}, 422, ["expectation"]),
+    (encoded(), {"threshold": 1.0}, 422, ["options.threshold", "less than 1"]),
     (encoded(), {"instrucion": "typo"}, 422, ["instrucion"]),
     (encoded(), {"instruction": "<image> again"}, 422, ["reserved"]),
     (encoded(), "[" * 100_000 + "]" * 100_000, 422, ["nested too deeply"]),
 ], ids=["text-renamed-png", "truncated", "bomb-50000px", "file-too-big", "too-many-pixels", "options-not-json",
-        "options-not-object", "unknown-mode", "describe-plus-no-expectation", "unknown-key", "placeholder",
-        "options-nested-100k-deep"])
+        "options-not-object", "unknown-mode", "describe-plus-no-expectation", "threshold-1", "unknown-key",
+        "placeholder", "options-nested-100k-deep"])
 def test_bad_requests_get_clear_json_errors(client, data, options, status, words):
     assert_error(post(client, data, options), status, *words)
 
@@ -358,14 +376,22 @@ def test_openapi_docs_and_page_are_served_without_external_links(client):
     assert client.get("/nowhere").json()["error"] == "not_found"
 
 
-def test_examples_are_small_pngs_listed_for_the_page(client):
+def test_examples_are_small_credited_and_not_trained_on(client):
+    from agvas.serve.examples import SOURCE_SETS
+
     examples = json.loads((STATIC_DIR / "examples" / "examples.json").read_text())
-    assert 3 <= len(examples) <= 4
+    assert len(examples) >= 6 and sum("real" in e["title"] for e in examples) >= 2
+    total = 0
     for entry in examples:
         path = STATIC_DIR / "examples" / entry["file"]
-        assert path.stat().st_size < 100_000 and sniff_format(path.read_bytes()) == "PNG"
-        assert entry["expectation"] and entry["title"]
-        assert client.get(f"/static/examples/{entry['file']}").headers["content-type"] == "image/png"
+        total += path.stat().st_size
+        assert sniff_format(path.read_bytes()) == "JPEG"
+        assert entry["expectation"] and entry["title"] and entry["source"]
+        assert client.get(f"/static/examples/{entry['file']}").headers["content-type"] == "image/jpeg"
+    assert total < 300_000
+    shipped = json.loads((Path(__file__).parents[1] / "checkpoints" / "agvas-tiny" / "training.json").read_text())
+    assert shipped["trained_on"] and not any(s in seen for s in SOURCE_SETS for seen in shipped["trained_on"])
+    assert all("CC BY 4.0" in e["source"] for e in examples if "real" in e["title"])
 
 
 def test_cli_refuses_to_start_without_a_checkpoint(tmp_path):

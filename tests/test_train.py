@@ -160,6 +160,7 @@ def test_training_on_real_meta_roots_with_a_real_validation_set(tmp_path):
     assert {"eval/ap", "eval/val_ap", "eval/val_iou_nor"} <= set(header)
     summary = json.loads((tmp_path / "run" / "final" / "training.json").read_text())
     assert summary["config"]["data"]["anomaly_datasets"][0]["root"] == str(train_root)
+    assert f"anomaly set: {train_root}" in summary["trained_on"]  # which sets, so which licences, it saw
 
 
 def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, tiny_backbones):
@@ -168,7 +169,7 @@ def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, t
     from model_fixtures import build
 
     from agvas.model.config import preset_config
-    from agvas.train.loop import initial_model
+    from agvas.train.loop import initial_model, trained_on
 
     first = build(preset_config("tiny"), tiny_backbones, seed=5).save_pretrained(tmp_path / "stage1")
     path = recipe(tmp_path, model={"preset": "tiny", "init_from": str(first), "image_weight": 1.0})
@@ -179,6 +180,10 @@ def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, t
     shared = [k for k in saved if k in state]
     assert len(shared) == len(saved) > 0 and all(torch.equal(state[k], saved[k]) for k in shared)
     assert any(p.requires_grad for p in model.parameters())
+
+    (first / "training.json").write_text(json.dumps({"trained_on": ["textures: /data/dtd"]}))
+    seen = trained_on(load_train_config(path))  # a second stage has seen what its first stage saw, too
+    assert seen[0] == "textures: /data/dtd" and any(s.startswith("synthetic") for s in seen)
 
     path = recipe(tmp_path, model={"preset": "tiny", "variant": "lisa", "init_from": str(first)})
     with pytest.raises(ValueError, match="tiny/agvas checkpoint, but the recipe names tiny/lisa"):

@@ -22,6 +22,11 @@ def serve(
     max_queue: int = typer.Option(64, min=1, help="requests waiting beyond this get 503 (retry later)"),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]"),
     max_new_tokens: int = typer.Option(256, min=1, help="answer length limit of the generating modes"),
+    threshold: float = typer.Option(0.5, min=0.0, max=0.999, help="default cut on P for the mask (the paper's "
+                                                                   "0.5); a request may set its own"),
+    min_area: float = typer.Option(0.0, "--min-area", min=0.0, max=0.999,
+                                   help="empty masks covering less than this share of the image (0: the paper's "
+                                        "rule; choose it with agvas.infer.decision.calibrate_min_area)"),
     timeout_header: float = typer.Option(10.0, min=0.01, help="seconds a connection may take to send its request "
                                                               "line and headers; then it is closed"),
     timeout_read: float = typer.Option(30.0, min=0.01, help="seconds a request body may stall before it is "
@@ -47,6 +52,9 @@ def serve(
     err = Console(stderr=True)
     _quiet_transformers()
     segmenter = load_segmenter(checkpoint, device, err)  # exits 2 with the loader's message
+    from agvas.infer.decision import Decision
+
+    segmenter.decision = Decision(threshold, min_area)
 
     import uvicorn
 

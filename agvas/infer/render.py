@@ -20,10 +20,15 @@ _LUT = _LUT.astype(np.uint8)
 CONTOUR_COLOUR = np.array([0, 255, 0], dtype=np.uint8)
 
 
+def probability_bytes(probability: np.ndarray) -> np.ndarray:
+    """P as uint8 round(255·P): the heat map's index, and what a client re-thresholds at t by
+    `value > 255·t` (exact to 1/255)."""
+    return (np.clip(np.nan_to_num(probability), 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
 def heat_image(probability: np.ndarray) -> np.ndarray:
     """A probability map in [0, 1] as uint8 HxWx3 through the ramp above."""
-    index = (np.clip(np.nan_to_num(probability), 0.0, 1.0) * 255).round().astype(np.uint8)
-    return _LUT[index]
+    return _LUT[probability_bytes(probability)]
 
 
 def mask_contour(mask: np.ndarray, thickness: int | None = None) -> np.ndarray:

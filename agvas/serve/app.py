@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import agvas
+from agvas.infer.decision import Decision
 from agvas.serve.connections import ReadTimeoutMiddleware
 from agvas.serve.errors import ApiError
 from agvas.serve.images import DEFAULT_MAX_PIXELS, check_upload_size, decode_upload
@@ -183,17 +184,20 @@ def create_app(segmenter: Any, *, max_upload_mb: float = 20.0, max_pixels: int =
     @app.get("/v1/info", response_model=ServerInfo, tags=["server"])
     async def info() -> ServerInfo:
         config = getattr(getattr(segmenter, "model", None), "config", None)
+        decision = getattr(segmenter, "decision", Decision())
         return ServerInfo(model=str(getattr(config, "name", "unknown")), source=getattr(segmenter, "source", None),
                           device=str(getattr(segmenter, "device", "unknown")),
                           modes=["direct", "describe", "describe-plus", "explain", "chat"],
-                          max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch)
+                          max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
+                          threshold=decision.threshold, min_area=decision.min_area)
 
     @app.post("/v1/segment", response_model=SegmentResponse, tags=["model"],
               responses={200: {"content": {"image/png": {}},
                                "description": "JSON, or with ?format=png the mask PNG (0/255) alone"}, **_ERRORS})
     async def segment(
         image: UploadFile = File(..., description="the image (PNG, JPEG, GIF, WEBP, TIFF or BMP; by content)"),
-        options: str | None = Form(None, description='JSON: {"mode", "instruction", "expectation", "visuals"}, '
+        options: str | None = Form(None, description='JSON: {"mode", "instruction", "expectation", "threshold", '
+                                                     '"visuals"}, '
                                                      'e.g. {"mode": "describe"}'),
         output: Literal["json", "png"] = Query("json", alias="format", description="png: the raw mask PNG"),
     ) -> Any:
@@ -202,6 +206,8 @@ def create_app(segmenter: Any, *, max_upload_mb: float = 20.0, max_pixels: int =
         opts = parse_options(options, SegmentOptions)
         array = await read_image(image)
         result = await run_model(array, opts)
+        if opts.threshold is not None:  # after the model: requests that differ only here still share a batch
+            result = Decision(opts.threshold, getattr(segmenter, "decision", Decision()).min_area).apply(result)
         if output == "png":
             return Response(await run_in_threadpool(mask_png, result.mask), media_type="image/png")
         elapsed = 1000 * (time.perf_counter() - started)

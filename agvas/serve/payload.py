@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from agvas.anchors import readable_answer
-from agvas.infer.render import heat_image, overlay_image
+from agvas.infer.render import heat_image, overlay_image, probability_bytes
 from agvas.infer.result import SegmentationResult
 
 VISUAL_MAX_SIDE = 1024
@@ -53,10 +53,10 @@ def _shrunk(image: np.ndarray, probability: np.ndarray, mask: np.ndarray,
 
 
 def visual_pngs(image: np.ndarray, result: SegmentationResult,
-                max_side: int = VISUAL_MAX_SIDE) -> tuple[bytes, bytes]:
-    """(overlay PNG, heat-map PNG) as the page shows them."""
+                max_side: int = VISUAL_MAX_SIDE) -> tuple[bytes, bytes, bytes]:
+    """(overlay PNG, heat-map PNG, grey probability-map PNG) as the page shows and re-thresholds them."""
     img, prob, mask = _shrunk(image, result.anomaly_map, result.mask, max_side)
-    return png_bytes(overlay_image(img, prob, mask)), png_bytes(heat_image(prob))
+    return png_bytes(overlay_image(img, prob, mask)), png_bytes(heat_image(prob)), png_bytes(probability_bytes(prob))
 
 
 def result_payload(result: SegmentationResult, image: np.ndarray, visuals: bool, elapsed_ms: float) -> dict[str, Any]:
@@ -65,12 +65,14 @@ def result_payload(result: SegmentationResult, image: np.ndarray, visuals: bool,
     body: dict[str, Any] = {
         "text": readable_answer(result.text), "raw_text": result.text,
         "score": float(result.score), "anomalous": bool(result.anomalous),
+        "threshold": float(result.threshold), "min_area": float(result.min_area),
         "area_fraction": float(result.area_fraction), "mode": result.mode, "anchors_found": result.anchors_found,
         "note": result.note, "width": int(width), "height": int(height),
         "mask_png_base64": _b64(mask_png(result.mask)), "overlay_png_base64": None, "heat_png_base64": None,
+        "map_png_base64": None,
         "elapsed_ms": round(elapsed_ms, 2),
     }
     if visuals:
-        overlay, heat = visual_pngs(image, result)
-        body["overlay_png_base64"], body["heat_png_base64"] = _b64(overlay), _b64(heat)
+        for key, png in zip(("overlay", "heat", "map"), visual_pngs(image, result), strict=True):
+            body[f"{key}_png_base64"] = _b64(png)
     return body

@@ -40,7 +40,11 @@ class SegmentOptions(BaseModel):
     instruction: str | None = Field(None, max_length=MAX_TEXT, description="replaces the mode's fixed question")
     expectation: str | None = Field(None, max_length=MAX_TEXT,
                                     description="the normal appearance, one sentence (required by describe-plus)")
-    visuals: bool = Field(False, description="also return overlay and heat-map PNGs (what the web page shows)")
+    threshold: float | None = Field(None, ge=0.0, lt=1.0,
+                                    description="cut on P for the mask (pixels above it are anomalous); "
+                                                "absent: the server's (the paper's 0.5 unless started otherwise)")
+    visuals: bool = Field(False, description="also return overlay, heat-map and probability-map PNGs (what the "
+                                             "web page shows)")
 
     @field_validator("instruction", "expectation")
     @classmethod
@@ -105,6 +109,9 @@ class SegmentResponse(BaseModel):
                                            "included; chat history carries this form")
     score: float = Field(..., description="image-level anomaly score: the maximum of the probability map")
     anomalous: bool = Field(..., description="the decision: the mask is non-empty")
+    threshold: float = Field(..., description="the cut on P that made the mask")
+    min_area: float = Field(0.0, description="masks covering less than this share of the image are emptied "
+                                             "(0: the paper's rule)")
     area_fraction: float = Field(..., description="fraction of the image inside the mask")
     mode: str
     anchors_found: bool = Field(..., description="false when the answer held no anchors (then the mask is empty)")
@@ -115,6 +122,9 @@ class SegmentResponse(BaseModel):
     overlay_png_base64: str | None = Field(None, description="with visuals: heat map blended on the image "
                                                              "(at most 1024 px a side)")
     heat_png_base64: str | None = Field(None, description="with visuals: the probability map, colour-coded")
+    map_png_base64: str | None = Field(None, description="with visuals: P itself as an 8-bit grey PNG (value = "
+                                                         "round(255·P), overlay size), for re-thresholding "
+                                                         "without a new request")
     elapsed_ms: float = Field(..., description="time from upload to result, queueing included")
 
 
@@ -137,6 +147,8 @@ class ServerInfo(BaseModel):
     max_upload_mb: float
     max_pixels: int
     max_batch: int
+    threshold: float = Field(0.5, description="the default cut on P (a segment request may set its own)")
+    min_area: float = Field(0.0, description="the default minimum mask area, as a share of the image")
     chat_history: str = "client-side: each /v1/chat request carries the dialogue so far"
 
 

@@ -143,3 +143,21 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
     if cfg.global_batch % cfg.micro_batch:
         raise ValueError(f"{path}: global_batch {cfg.global_batch} is not a multiple of micro_batch {cfg.micro_batch}")
     return cfg
+
+
+def datasets_seen(cfg: TrainConfig) -> list[str]:
+    """Every image source the recipe trains on, for training.json: a shipped checkpoint must say which sets
+    (and so which licences) it saw. A second stage adds what its `init_from` checkpoint saw (loop.py)."""
+    d = cfg.data
+    seen = ["synthetic (agvas.data.synth, procedural textures)"]
+    if d.textures:
+        seen.append(f"textures: {d.textures}")
+    for entry in d.anomaly_datasets:
+        seen.append(f"anomaly set: {entry if isinstance(entry, str) else entry['root']}")
+    seen += [f"{s.get('kind', 'source')}: {s.get('root')}" for s in d.sources]
+    seen += [f"referring segmentation: {root}" for root in d.lisa_folders]
+    if d.camvid:
+        seen.append(f"camvid: {d.camvid}")
+    if d.records:
+        seen.append(f"instruction records: {d.records}")
+    return seen

@@ -23,13 +23,13 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from agvas.data.collate import collate
-from agvas.data.io import atomic_write_json
+from agvas.data.io import atomic_write_json, read_json
 from agvas.data.sources.base import skip_counts
 from agvas.model.agvas import AGVASModel
 from agvas.model.build import build_model
 from agvas.model.config import preset_config
 from agvas.model.summary import parameter_table
-from agvas.train.config import TrainConfig
+from agvas.train.config import TrainConfig, datasets_seen
 from agvas.train.data import build_training_set
 from agvas.train.logs import MetricLog, progress_bar
 from agvas.train.state import load_state, read_state_meta, remove_stale_temps, resume_latest, save_state
@@ -276,5 +276,17 @@ def _write_summary(out: Path, cfg: TrainConfig, step: int, seconds: float, metri
         "global_batch": cfg.global_batch, "seconds": round(seconds, 1),
         "minutes": round(seconds / 60, 2), "final_metrics": {k: (round(v, 2) if math.isfinite(v) else None)
                                                               for k, v in metrics.items()},
+        "trained_on": trained_on(cfg),
         "config": cfg.to_dict(), "torch": torch.__version__, "python": platform.python_version(),
     })
+
+
+def trained_on(cfg: TrainConfig) -> list[str]:
+    """This recipe's sets, after those of the checkpoint it went on from (as that one recorded them)."""
+    earlier: list[str] = []
+    if cfg.model.init_from:
+        summary = Path(cfg.model.init_from) / "training.json"
+        earlier = list(read_json(summary).get("trained_on", [])) if summary.is_file() else []
+        if not earlier:
+            earlier = [f"everything {cfg.model.init_from} was trained on (not recorded)"]
+    return list(dict.fromkeys([*earlier, *datasets_seen(cfg)]))
