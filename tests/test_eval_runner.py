@@ -22,7 +22,7 @@ from agvas.data.io import save_mask_png, save_png
 from agvas.data.meta import Entry, load_meta, load_sample, write_meta
 from agvas.evaluate.baselines import median_deviation
 from agvas.evaluate.methods import MedianDeviationMethod, Prediction, build_method
-from agvas.evaluate.metrics import IMAGE_METRIC_KEYS, TEXT_KEYS, CategoryAccumulator, smooth
+from agvas.evaluate.metrics import IMAGE_METRIC_KEYS, ORACLE_METRIC_KEYS, TEXT_KEYS, CategoryAccumulator, smooth
 from agvas.evaluate.report import format_value, metrics_document, metrics_markdown, read_metrics, write_json
 from agvas.evaluate.runner import EvalSettings, GalleryPicker, run_evaluation
 from agvas.evaluate.verdict import text_verdict
@@ -191,7 +191,7 @@ def test_agvas_checkpoint_run_writes_a_well_formed_report(dataset, tiny_backbone
     assert {"seconds", "processes", "images_per_second"} <= raw["run"].keys()
     assert raw["protocol"]["threshold"] == 0.5
     for res in [raw["mean"], *raw["categories"].values()]:
-        for key in ("ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor", *IMAGE_METRIC_KEYS):
+        for key in ("ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor", *ORACLE_METRIC_KEYS, *IMAGE_METRIC_KEYS):
             assert res[key] is None or 0.0 <= res[key] <= 100.0, (key, res[key])
         # direct mode's answer is a fixed teacher-forced string: no text-mask agreement
         assert res["text_mask_agreement"] is None and res["n_text_undecidable"] is None and res["n_text"] == 0
@@ -216,8 +216,9 @@ def test_agvas_checkpoint_run_writes_a_well_formed_report(dataset, tiny_backbone
     reference = read_metrics(reference_run)
     assert comp["runs"][1]["ap"] == pytest.approx(reference["mean"]["ap"])
     md = (cmp_out / "comparison.md").read_text()
-    assert ("| Run | Method | Dataset | AP | F1-max | IoU_ano | IoU_nor | I-AUROC | I-AP | I-F1-max | False alarm "
-            "| Miss | Text–mask |") in md
+    assert ("| Run | Method | Dataset | AP | F1-max | IoU_ano | IoU_nor | Oracle IoU_ano | Oracle IoU_nor | I-AUROC "
+            "| I-AP | I-F1-max | False alarm | Miss | Text–mask |") in md
+    assert comp["runs"][1]["iou_ano_oracle"] == pytest.approx(reference["mean"]["iou_ano_oracle"])
     assert comp["runs"][1]["image_auroc"] == pytest.approx(reference["mean"]["image_auroc"])
     assert f"| agvas-run | agvas {raw['method']['variant']} (direct) |" in md and "| median | median-deviation |" in md
     assert "agvas-run" in res.output
@@ -348,12 +349,12 @@ def test_text_mask_agreement_in_metrics_json_and_md(dataset, tmp_path):
 
 
 def test_compare_reads_runs_without_the_image_level_keys(reference_run, tmp_path):
-    """metrics.json files written before the image-level and text metrics existed still compare: '–' there."""
+    """metrics.json files written before the oracle, image-level and text metrics existed still compare: '–'."""
     old = json.loads((reference_run / "metrics.json").read_text())
-    dropped = {*IMAGE_METRIC_KEYS, *TEXT_KEYS}
+    dropped = {*ORACLE_METRIC_KEYS, "oracle_threshold", *IMAGE_METRIC_KEYS, *TEXT_KEYS}
     for res in [old["mean"], *old["categories"].values()]:
         for key in dropped:
-            res.pop(key)
+            res.pop(key, None)  # the mean has no oracle_threshold
     old["mean"]["skipped"] = {k: v for k, v in old["mean"]["skipped"].items() if k not in dropped}
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "metrics.json").write_text(json.dumps(old))
@@ -362,10 +363,34 @@ def test_compare_reads_runs_without_the_image_level_keys(reference_run, tmp_path
             if line.startswith(("| old ", "| median "))]
     old_row, new_row = (row.split(" | ") for row in rows)
     assert old_row[3:7] == new_row[3:7]  # the same pixel figures
-    assert all(cell.strip(" |") == "–" for cell in old_row[7:])  # image-level and text columns: not recorded
-    assert new_row[7].strip() != "–"  # I-AUROC of the current run
+    assert all(cell.strip(" |") == "–" for cell in old_row[7:])  # oracle, image-level, text columns: not recorded
+    assert new_row[7].strip() != "–" and new_row[9].strip() != "–"  # oracle IoU_ano, I-AUROC of the current run
     comp = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert comp["runs"][0]["image_auroc"] is None
+
+
+def test_oracle_ious_in_metrics_json_and_md(reference_run, tmp_path):
+    """Per category and in the mean, in their own table headed as chosen on the data; null reads back as NaN."""
+    raw = json.loads((reference_run / "metrics.json").read_text())
+    md = (reference_run / "metrics.md").read_text()
+    oracle = md.split("## At the oracle threshold (chosen on this data: not an operating point)")[1]
+    oracle = oracle.split("## Image level")[0]
+    assert "| Category | Threshold | IoU_ano | IoU_nor |" in oracle and "not what a deployed model" in oracle
+    for name, res in raw["categories"].items():
+        assert isinstance(res["oracle_threshold"], float)
+        row = f"| {name} | {res['oracle_threshold']:.4g} | {format_value(res['iou_ano_oracle'])} | "
+        assert row + f"{format_value(res['iou_nor_oracle'])} |" in oracle
+    cats = raw["categories"].values()
+    for key in ORACLE_METRIC_KEYS:
+        assert raw["mean"][key] == pytest.approx(np.mean([res[key] for res in cats]))
+    assert "oracle_threshold" not in raw["mean"]
+    assert raw["protocol"]["threshold"] == 0.5  # the fixed threshold of the masks stays on record
+    raw["categories"]["alpha"]["iou_nor_oracle"] = raw["categories"]["alpha"]["oracle_threshold"] = None
+    (tmp_path / "metrics.json").write_text(json.dumps(raw))
+    doc = read_metrics(tmp_path)
+    assert math.isnan(doc["categories"]["alpha"]["iou_nor_oracle"])
+    assert math.isnan(doc["categories"]["alpha"]["oracle_threshold"])
+    assert "| alpha | – | " in metrics_markdown(doc)
 
 
 # ---------------------------------------------------------------- hostile files and careless operators (issue 12)

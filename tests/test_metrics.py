@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from agvas.data.instruct import Facts, normal_record, record_from_mask, record_f
 from agvas.data.templates import DIRECT_ANSWERS, DIRECT_ANSWERS_NORMAL, render, render_multi_turn
 from agvas.evaluate.metrics import (
     IMAGE_METRIC_KEYS,
+    ORACLE_METRIC_KEYS,
     PIXEL_METRIC_KEYS,
     TEXT_KEYS,
     CategoryAccumulator,
@@ -143,7 +145,7 @@ def test_chunkings_give_identical_results() -> None:
             if reverse:
                 ss, yy = ss[::-1], yy[::-1]
             r = feed(list(ss), list(yy)).pixel_metrics()
-            results.append((r["ap"], r["f1_max"], r["auroc"]))
+            results.append((r["ap"], r["f1_max"], r["auroc"], r["oracle_threshold"]))
     assert all(r == results[0] for r in results)  # exactly, not approximately
     assert results[0][0] == pytest.approx(average_precision_score(y, s), abs=TOL)
     assert results[0][1] == pytest.approx(sk_f1_max(y, s), abs=TOL)
@@ -156,8 +158,8 @@ def test_all_normal_category_is_nan_not_zero() -> None:
     gts = [np.zeros((8, 8), np.uint8)] * 3
     masks = [np.zeros((8, 8), bool), np.zeros((8, 8), bool), np.ones((8, 8), bool)]
     res = feed(scores, gts, masks).summarise()
-    for key in ("ap", "f1_max", "auroc", "aupro", "iou_ano"):
-        assert math.isnan(res[key]), key
+    for key in ("ap", "f1_max", "auroc", "aupro", "iou_ano", "oracle_threshold", "iou_ano_oracle", "iou_nor_oracle"):
+        assert math.isnan(res[key]), key  # no F1 without anomalous pixels, so no oracle threshold either
     assert res["iou_nor"] == pytest.approx(100 * 2 / 3)
     assert (res["n_images"], res["n_anomalous"], res["n_normal"]) == (3, 0, 3)
 
@@ -173,6 +175,9 @@ def test_all_anomalous_pixels() -> None:
     assert res["ap"] == pytest.approx(100.0)
     assert res["f1_max"] == pytest.approx(100.0)
     assert math.isnan(res["auroc"]) and math.isnan(res["aupro"])  # no normal pixel: no FPR
+    # F1 = 1 first at the lowest score (every pixel flagged); no normal image: no oracle IoU_nor
+    assert res["oracle_threshold"] == float(s.min()) and res["iou_ano_oracle"] == 100.0
+    assert math.isnan(res["iou_nor_oracle"])
 
 
 def test_constant_scores() -> None:
@@ -233,6 +238,98 @@ def test_iou_hand_computed() -> None:
     assert res["iou_ano"] == pytest.approx(100 * (4 / 6 + 0 + 0 + 1) / 4)
     assert res["iou_nor"] == pytest.approx(50.0)
     assert (res["n_images"], res["n_anomalous"], res["n_normal"]) == (6, 4, 2)
+
+
+# ---------------------------------------------------------------------------------------- oracle threshold
+def brute_oracle(scores: list[np.ndarray], gts: list[np.ndarray]) -> tuple[float, float, float]:
+    """(threshold, IoU_ano %, IoU_nor %) written independently of the accumulator: the thresholds of
+    sklearn's PR curve, F1 of each from direct counts as an exact fraction, the highest threshold among
+    the maxima; then the IoUs of the masks ``map >= threshold``, image by image."""
+    y = np.concatenate([g.ravel() for g in gts]) > 0
+    s = np.concatenate([x.ravel() for x in scores])
+    p, r, thresholds = precision_recall_curve(y, s)
+    f1 = {}
+    for t in thresholds:
+        flagged = s >= t
+        f1[float(t)] = Fraction(2 * int(np.sum(flagged & y)), int(flagged.sum()) + int(y.sum()))
+    best = max(f1.values())
+    t = max(k for k, v in f1.items() if v == best)
+    sk_f1 = 2 * p * r / np.where(p + r > 0, p + r, 1)
+    assert float(best) == pytest.approx(float(np.max(sk_f1)), abs=1e-12)  # the reference agrees with sklearn
+    ano = [np.sum((x >= t) & (g > 0)) / np.sum((x >= t) | (g > 0)) for x, g in zip(scores, gts, strict=True)
+           if g.any()]
+    nor = [not (x >= t).any() for x, g in zip(scores, gts, strict=True) if not g.any()]
+    return t, 100 * float(np.mean(ano)), 100 * float(np.mean(nor)) if nor else float("nan")
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("levels", [None, 4])
+def test_oracle_threshold_and_ious_match_brute_force(seed: int, levels: int | None) -> None:
+    rng = np.random.default_rng(300 + seed)
+    h, w, scores, gts = 12, 15, [], []
+    for k in range(int(rng.integers(4, 9))):
+        g = np.zeros((h, w), np.uint8)
+        if k % 2:  # several normal and several anomalous images
+            g = (ndimage.gaussian_filter(rng.random((h, w)), 1.5) > 0.53).astype(np.uint8)
+            g[rng.integers(h), rng.integers(w)] = 1
+        s = rng.random((h, w)) * 0.8 + 0.5 * g * rng.random()
+        if levels is not None:  # heavy ties: many pixels share a score, maps share their maxima
+            s = np.floor(s * levels) / levels
+        scores.append(s.astype(np.float32))
+        gts.append(g)
+    sigma = 1.0 if seed % 3 == 0 else 0.0  # the oracle works on the map the pixel metrics rank
+    res = feed(scores, gts, sigma=sigma).summarise()
+    t, iou_ano, iou_nor = brute_oracle([smooth(s, sigma) for s in scores], gts)
+    assert res["oracle_threshold"] == t
+    assert res["iou_ano_oracle"] == pytest.approx(iou_ano, abs=1e-9)
+    assert res["iou_nor_oracle"] == pytest.approx(iou_nor, abs=1e-9)
+    # the fixed-threshold figures are untouched: they still come from the binary mask map > 0.5
+    fixed = feed([smooth(s, sigma) for s in scores], gts, [s > 0.5 for s in scores]).summarise()
+    assert (res["iou_ano"], res["iou_nor"]) == (fixed["iou_ano"], fixed["iou_nor"])
+
+
+def test_oracle_threshold_is_the_highest_of_tied_f1_maxima() -> None:
+    """Two thresholds give F1 = 2/3: flagging the 0.9 pixel alone (TP 1, FP 0) or everything >= 0.5
+    (TP 2, FP 2); the highest is taken, and a pixel equal to the threshold is in the mask."""
+    a = np.array([[0.9, 0.7, 0.1, 0.1]], np.float32)
+    b = np.array([[0.5, 0.6, 0.1, 0.1]], np.float32)
+    c = np.array([[0.2, 0.2, 0.2, 0.2]], np.float32)
+    d = np.array([[0.9, 0.2, 0.2, 0.2]], np.float32)  # a normal image at exactly the threshold
+    g = np.array([[1, 0, 0, 0]], np.uint8)
+    z = np.zeros_like(g)
+    res = feed([a, b, c], [g, g, z]).summarise()
+    assert res["f1_max"] == pytest.approx(100 * 2 / 3)
+    assert res["oracle_threshold"] == float(np.float32(0.9))
+    assert res["iou_ano_oracle"] == pytest.approx(50.0)  # image a: 1/1, image b: 0/1
+    assert res["iou_nor_oracle"] == 100.0
+    with_d = feed([a, b, c, d], [g, g, z, z]).summarise()  # d's pixel breaks the tie: 2/4 < 4/7
+    assert with_d["oracle_threshold"] == float(np.float32(0.5))
+    assert with_d["iou_nor_oracle"] == 50.0  # c is empty at 0.5, d is not
+    assert with_d["iou_ano_oracle"] == pytest.approx(100 * (1 / 2 + 1 / 2) / 2)  # a: {0.9, 0.7}, b: {0.5, 0.6}
+
+
+def test_oracle_survives_merging_and_repeated_summaries() -> None:
+    rng = np.random.default_rng(31)
+    scores, gts = random_images(rng, levels=5)
+    whole = feed(scores, gts)
+    merged = CategoryAccumulator()
+    for s, g in zip(scores, gts, strict=True):
+        one = CategoryAccumulator()
+        one.add(s, g)
+        merged.merge(one)
+    first = whole.summarise()
+    keys = ("oracle_threshold", *ORACLE_METRIC_KEYS)
+    assert [first[k] for k in keys] == [merged.summarise()[k] for k in keys] == [whole.summarise()[k] for k in keys]
+    assert first["oracle_threshold"] == brute_oracle(scores, gts)[0]
+
+
+def test_mean_over_categories_averages_the_oracle_ious_not_the_thresholds() -> None:
+    cats = {"a": {"iou_ano_oracle": 40.0, "iou_nor_oracle": 80.0, "oracle_threshold": 0.3},
+            "b": {"iou_ano_oracle": 60.0, "iou_nor_oracle": float("nan"), "oracle_threshold": 0.7}}
+    with pytest.warns(UserWarning, match="iou_nor_oracle: b"):
+        out = mean_over_categories(cats)
+    assert out["iou_ano_oracle"] == pytest.approx(50.0) and out["iou_nor_oracle"] == pytest.approx(80.0)
+    assert "oracle_threshold" not in out  # a mean of per-category thresholds is no threshold anyone used
 
 
 def test_mask_defaults_to_score_above_threshold_and_gt_accepts_255() -> None:
@@ -360,7 +457,7 @@ def test_evaluate_category_from_generator() -> None:
         "n_images",
         "n_anomalous",
         "n_normal",
-    } | set(IMAGE_METRIC_KEYS) | set(TEXT_KEYS)
+    } | set(IMAGE_METRIC_KEYS) | set(TEXT_KEYS) | set(ORACLE_METRIC_KEYS) | {"oracle_threshold"}
     assert set(PIXEL_METRIC_KEYS) == {"ap", "f1_max", "auroc", "aupro", "iou_ano", "iou_nor"}
 
 
