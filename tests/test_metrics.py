@@ -308,15 +308,20 @@ def test_oracle_threshold_is_the_highest_of_tied_f1_maxima() -> None:
     assert with_d["iou_ano_oracle"] == pytest.approx(100 * (1 / 2 + 1 / 2) / 2)  # a: {0.9, 0.7}, b: {0.5, 0.6}
 
 
-def test_oracle_survives_merging_and_repeated_summaries() -> None:
-    rng = np.random.default_rng(31)
-    scores, gts = random_images(rng, levels=5)
-    whole = feed(scores, gts)
+def merged_one_by_one(scores, gts, text: str | None = None) -> CategoryAccumulator:
+    """One accumulator per image, merged in order: what distributed evaluation does."""
     merged = CategoryAccumulator()
     for s, g in zip(scores, gts, strict=True):
         one = CategoryAccumulator()
-        one.add(s, g)
+        one.add(s, g, None, text)
         merged.merge(one)
+    return merged
+
+
+def test_oracle_survives_merging_and_repeated_summaries() -> None:
+    rng = np.random.default_rng(31)
+    scores, gts = random_images(rng, levels=5)
+    whole, merged = feed(scores, gts), merged_one_by_one(scores, gts)
     first = whole.summarise()
     keys = ("oracle_threshold", *ORACLE_METRIC_KEYS)
     assert [first[k] for k in keys] == [merged.summarise()[k] for k in keys] == [whole.summarise()[k] for k in keys]
@@ -585,12 +590,7 @@ def test_image_level_undefined_is_nan_not_zero() -> None:
 def test_image_level_survives_merging_in_order() -> None:
     rng = np.random.default_rng(22)
     scores, gts = random_images(rng, levels=4)
-    whole = feed(scores, gts)
-    merged = CategoryAccumulator()
-    for s, g in zip(scores, gts, strict=True):
-        one = CategoryAccumulator()
-        one.add(s, g, None, "There is no anomaly.")
-        merged.merge(one)
+    whole, merged = feed(scores, gts), merged_one_by_one(scores, gts, "There is no anomaly.")
     a, b = whole.summarise(), merged.summarise()
     assert all(a[k] == b[k] for k in IMAGE_METRIC_KEYS)
     assert b["n_text"] == len(scores) and a["n_text"] == 0
