@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from agvas.cli.common import CHECKPOINT_HELP
+
 
 def bench(
     out: Path = typer.Option(Path("bench.json"), help="where to write the JSON report"),
-    checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name [default: checkpoints/"
-                                                      "agvas-tiny]"),
+    checkpoint: str | None = typer.Option(None, help=CHECKPOINT_HELP),
     images: int = typer.Option(16, min=1, help="number of (synthetic) images"),
     size: int = typer.Option(512, min=8, help="image side in pixels"),
     device: str | None = typer.Option(None, help="cpu, cuda, ... [default: cuda if available]"),

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agvas.cli.common import CHECKPOINT_HELP
 from agvas.data.io import DEFAULT_MAX_PIXELS
 
 EXIT_WORDS = frozenset({"exit", "quit", ":q"})
@@ -20,8 +21,7 @@ EXIT_WORDS = frozenset({"exit", "quit", ":q"})
 
 def chat(
     image: str = typer.Argument(..., help="the image to talk about"),
-    checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name [default: checkpoints/"
-                                                      "agvas-tiny]"),
+    checkpoint: str | None = typer.Option(None, help=CHECKPOINT_HELP),
     out: Path = typer.Option(Path("chat_out"), help="folder for turnN_mask.png"),
     device: str | None = typer.Option(None, help="cpu, cuda, ... [default: cuda if available]"),
     max_new_tokens: int = typer.Option(256, min=1, help="answer length limit"),

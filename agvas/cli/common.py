@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+CHECKPOINT_HELP = "checkpoint folder, Hub id (owner/name) or preset name [default: checkpoints/agvas-tiny]"
+
 
 def check_mode_flags(mode: str, expectation: str | None, err: Console) -> None:
     """The mode check, worded with the command's flags; exit 2 before anything is read or loaded."""

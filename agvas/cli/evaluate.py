@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from agvas.cli.common import CHECKPOINT_HELP
 from agvas.data.io import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -42,8 +43,7 @@ def evaluate(
                                              show_default=False),
     compare: bool = typer.Option(False, "--compare", help="compare earlier runs instead of evaluating"),
     data: Path | None = typer.Option(None, "--data", help="dataset root holding meta.json"),
-    checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name (default: the "
-                                                      "shipped checkpoints/agvas-tiny)"),
+    checkpoint: str | None = typer.Option(None, help=CHECKPOINT_HELP),
     method: str = typer.Option("agvas", help="agvas or median-deviation (training-free reference)"),
     mode: str = typer.Option("direct", help="direct, describe, describe-plus or explain"),
     expectation: str | None = typer.Option(None, help="normal-appearance sentence (needed by describe-plus)"),

@@ -55,3 +55,23 @@ def info(
     if save is not None:
         model.save_pretrained(save)
         console.print(f"saved to {save}")
+
+
+@app.command()
+def push(
+    folder: Path = typer.Argument(..., help="an AG-VAS checkpoint folder (save_pretrained / agvas train output)"),
+    repo_id: str = typer.Argument(..., help="owner/name on the Hugging Face Hub"),
+    private: bool = typer.Option(False, "--private", help="create the repository as private"),
+    token: str | None = typer.Option(None, envvar="HF_TOKEN", help="a Hub write token [default: your login]"),
+) -> None:
+    """Upload a checkpoint to the Hub with a model card made from its training.json (kept if README.md exists).
+
+    Load it anywhere with `--checkpoint owner/name` or Segmenter.from_pretrained("owner/name")."""
+    from agvas.model.hub import push_to_hub
+
+    try:
+        url = push_to_hub(folder, repo_id, private=private, token=token)
+    except FileNotFoundError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+    console.print(f"uploaded {folder} to {url}")

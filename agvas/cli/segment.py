@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agvas.cli.common import check_mode_flags, prepare_out
+from agvas.cli.common import CHECKPOINT_HELP, check_mode_flags, prepare_out
 from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, output_stem
 from agvas.data.io import DEFAULT_MAX_PIXELS
 
@@ -50,8 +50,7 @@ def segment(
     mode: str = typer.Option("direct", help="direct, describe, describe-plus or explain"),
     instruction: str | None = typer.Option(None, help="replace the mode's fixed question"),
     expectation: str | None = typer.Option(None, help="normal-appearance sentence (needed by describe-plus)"),
-    checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name [default: checkpoints/"
-                                                      "agvas-tiny]"),
+    checkpoint: str | None = typer.Option(None, help=CHECKPOINT_HELP),
     out: Path = typer.Option(Path("segment_out"), help="output folder (one run at a time)"),
     batch_size: int = typer.Option(8, min=1, help="images per forward pass"),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... [default: cuda if available]"),

@@ -9,10 +9,11 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from agvas.cli.common import CHECKPOINT_HELP
+
 
 def serve(
-    checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name [default: checkpoints/"
-                                                      "agvas-tiny]"),
+    checkpoint: str | None = typer.Option(None, help=CHECKPOINT_HELP),
     host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback exposes the server"),
     port: int = typer.Option(7860, min=0, max=65535, help="port to listen on"),
     max_upload_mb: float = typer.Option(20.0, min=0.01, help="largest accepted image file, in MB"),

@@ -1,4 +1,9 @@
-"""Where a model comes from (a checkpoint folder, the shipped default, or a preset) and where it runs.
+"""Where a model comes from (a checkpoint folder, a Hub id, the shipped default, or a preset) and where it
+runs.
+
+A Hub id (`owner/name`) that is not a local folder is fetched once with `huggingface_hub.snapshot_download`
+and read from its cache afterwards; with HF_HUB_OFFLINE=1 only the cache is read, and a repo that is not
+there is a CheckpointNotFoundError that says so, never a hang on the network.
 
 The default device and precision follow the hardware: CUDA in bf16 where there is a GPU, CPU in fp32
 otherwise (bf16 matmuls on most CPUs are slower than fp32 and less exact).
@@ -6,6 +11,7 @@ otherwise (bf16 matmuls on most CPUs are slower than fp32 and less exact).
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -23,6 +29,10 @@ _DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
     "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
 }
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+"""owner/name, as the Hub spells a repository."""
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -53,11 +63,13 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(_DTYPES))}") from None
 
 
-def load_model(path_or_preset: str | Path | None, dtype: torch.dtype) -> tuple[AGVASModel, str]:
+def load_model(path_or_preset: str | Path | None, dtype: torch.dtype,
+               cache_dir: str | Path | None = None) -> tuple[AGVASModel, str]:
     """The model and a description of where it came from.
 
     A string that is a preset name and not an existing folder builds that preset with random AG-VAS
-    weights (and warns); anything else must be a checkpoint folder.
+    weights (and warns); an `owner/name` that is not a folder is a Hub id (`hub_checkpoint`, read from
+    `cache_dir` or the Hub's default cache); anything else must be a checkpoint folder.
     """
     if path_or_preset is None:
         path = DEFAULT_CHECKPOINT
@@ -78,7 +90,33 @@ def load_model(path_or_preset: str | Path | None, dtype: torch.dtype) -> tuple[A
                       UntrainedModelWarning, stacklevel=3)
         return build_model(text, dtype=dtype), f"preset:{text} (untrained)"
     path = Path(text)
+    if not path.exists() and HUB_ID.match(text):
+        folder = hub_checkpoint(text, cache_dir)
+        return AGVASModel.from_pretrained(folder, dtype=dtype), f"hub:{text} ({folder})"
     if not path.exists():
         raise CheckpointNotFoundError(f"checkpoint folder {path} does not exist (and {text!r} is not a preset: "
                                       f"{', '.join(PRESETS)})")
     return AGVASModel.from_pretrained(path, dtype=dtype), str(path)
+
+
+def hub_checkpoint(repo_id: str, cache_dir: str | Path | None = None, revision: str | None = None) -> Path:
+    """The local snapshot folder of an AG-VAS checkpoint on the Hub (downloaded if online and not cached)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, cache_dir=cache_dir, revision=revision))
+    except LocalEntryNotFoundError:
+        raise CheckpointNotFoundError(
+            f"{repo_id!r} is neither a local folder nor in the Hugging Face cache, and the Hub cannot be reached "
+            "(HF_HUB_OFFLINE=1 or no network). Download it once online (`hf download "
+            f"{repo_id}`), or pass a checkpoint folder") from None
+    except RepositoryNotFoundError:
+        raise CheckpointNotFoundError(f"{repo_id!r} is neither a local folder nor a Hub repository you can "
+                                      "read (check the name, or log in for a private one)") from None
+    except HfHubHTTPError as err:
+        raise CheckpointNotFoundError(f"could not fetch {repo_id!r} from the Hub ({err})") from None
+    if not (folder / CONFIG_FILE).is_file():
+        raise CheckpointNotFoundError(f"Hub repository {repo_id!r} holds no {CONFIG_FILE}: not an AG-VAS "
+                                      "checkpoint (save one with save_pretrained, upload with `agvas model push`)")
+    return folder
