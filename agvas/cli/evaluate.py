@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from agvas.data.io import DEFAULT_MAX_PIXELS
+from agvas.io import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from agvas.evaluate.runner import Distributed, EvalSettings
@@ -90,8 +90,8 @@ def evaluate(
 
 def _check_dataset(data: Path, split: str, allow_outside_root: bool, err: Console) -> None:
     """Exit 2 before a model is loaded when meta.json is unusable, lists no image, or leaves the root."""
-    from agvas.data.io import DataError
     from agvas.data.meta import META_FILE, check_inside_root, load_meta
+    from agvas.io import DataError
 
     try:
         meta = load_meta(data, split)
@@ -110,8 +110,8 @@ def _evaluate(data: Path, checkpoint: str | None, method_name: str, mode: str, e
               settings: EvalSettings, out: Path, device: str | None, err: Console) -> None:
     from agvas.cli.common import check_mode_flags, prepare_out
     from agvas.data.folder_lock import FolderBusyError, folder_lock
-    from agvas.data.io import quiet_bomb_warnings
     from agvas.evaluate.runner import Distributed
+    from agvas.io import quiet_bomb_warnings
 
     _check_dataset(data, settings.split, settings.allow_outside_root, err)
     if method_name == "agvas":
@@ -176,7 +176,6 @@ def _run(data: Path, checkpoint: str | None, method_name: str, mode: str, expect
 
 
 def _compare(runs: list[Path], out: Path, err: Console) -> None:
-    from agvas.data.io import atomic_write_bytes
     from agvas.evaluate.report import (
         COMPARISON_JSON,
         COMPARISON_MD,
@@ -185,6 +184,7 @@ def _compare(runs: list[Path], out: Path, err: Console) -> None:
         read_metrics,
         write_json,
     )
+    from agvas.io import atomic_write_bytes
 
     docs = []
     for run in runs:

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agvas.cli.common import check_mode_flags, prepare_out
 from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, output_stem
-from agvas.data.io import DEFAULT_MAX_PIXELS
+from agvas.io import DEFAULT_MAX_PIXELS
 
 __all__ = ["RESULTS_FILE", "load_segmenter", "segment"]
 
@@ -67,9 +67,9 @@ def segment(
     """Segment anomalies; writes <stem>_mask.png (0/255), <stem>_heat.png, <stem>_overlay.png, results.jsonl."""
     from agvas.cli.model import _quiet_transformers
     from agvas.data.folder_lock import FolderBusyError, folder_lock
-    from agvas.data.io import quiet_bomb_warnings
     from agvas.infer.decision import Decision
     from agvas.infer.images import expand_paths
+    from agvas.io import quiet_bomb_warnings
 
     err = Console(stderr=True)
     check_mode_flags(mode, expectation, err)

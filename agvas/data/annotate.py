@@ -27,8 +27,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from agvas.data.instruct import FIELD_NAMES, InstructRecord, RecordError, region_boxes
-from agvas.data.io import DataError
 from agvas.data.meta import Entry, load_meta, load_sample
+from agvas.io import DataError
 
 ENV_URL = "AGVAS_ANNOTATE_URL"
 ENV_MODEL = "AGVAS_ANNOTATE_MODEL"

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from agvas.data.io import DataError, atomic_write_json, read_image_rgb, read_json, read_mask
+from agvas.io import DataError, atomic_write_json, read_image_rgb, read_json, read_mask
 
 META_FILE = "meta.json"
 SPLITS = ("train", "test")

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from agvas.data.io import DataError, atomic_write_bytes, read_json
 from agvas.evaluate.runner import EvalResult, EvalSettings, load_item
+from agvas.io import DataError, atomic_write_bytes, read_json
 
 __all__ = [
     "COMPARISON_JSON",

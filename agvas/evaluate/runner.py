@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agvas.data.io import DataError, atomic_write_bytes
 from agvas.data.meta import Entry, check_inside_root, load_meta, load_sample
 from agvas.evaluate.methods import Method, Prediction
 from agvas.evaluate.metrics import CategoryAccumulator, mean_over_categories
+from agvas.io import DataError, atomic_write_bytes
 
 __all__ = [
     "Distributed",

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from agvas.anchors import ANCHOR_TOKENS, ANO, NOR, SEG
-from agvas.data.io import atomic_write_bytes, read_json
+from agvas.io import atomic_write_bytes, read_json
 
 CONFIG_FILE = "agvas_config.json"
 ARCHITECTURE = "agvas"

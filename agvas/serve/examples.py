@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agvas.data.io import atomic_write_bytes, save_png
 from agvas.data.synth import generate_sample
+from agvas.io import atomic_write_bytes, save_png
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "static" / "examples"
 SIZE = 192

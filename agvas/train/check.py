@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from agvas.data.io import DataError
 from agvas.data.meta import SPLITS, Entry, load_meta, load_sample
 from agvas.data.sources.base import Problems, Reader
 from agvas.data.sources.registry import SourceSpec, parse_sources
+from agvas.io import DataError
 from agvas.train.config import DataSection, TrainConfig
 
 

@@ -23,8 +23,8 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from agvas.data.collate import collate
-from agvas.data.io import atomic_write_json
 from agvas.data.sources.base import skip_counts
+from agvas.io import atomic_write_json
 from agvas.model.agvas import AGVASModel
 from agvas.model.build import build_model
 from agvas.model.config import preset_config
