@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from agvas.model import backbones
+from agvas.model.checkpoint import load_checkpoint, save_checkpoint
 from agvas.model.config import AGVASConfig
 from agvas.model.decoder import AnchorGuidedMaskDecoder, DecoderOutput
 from agvas.model.losses import LossParts, segmentation_losses, text_loss, total_loss
@@ -282,29 +282,11 @@ class AGVASModel(nn.Module):
 
     # ---- save / load ------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write a checkpoint folder; every file goes to a temporary name first, then is renamed."""
-        from agvas.model.checkpoint import save_checkpoint
-
+        """Write a checkpoint folder; it is assembled under a temporary name first, then renamed."""
         return save_checkpoint(self, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, dtype: torch.dtype = torch.float32) -> AGVASModel:
-        from agvas.model.checkpoint import load_checkpoint
-
+        """A model from a folder `save_pretrained` wrote (backbones by the config's ids or the folder's own)."""
         return load_checkpoint(cls, folder, dtype)
-
-
-def load_added_weights(model: AGVASModel, path: Path) -> None:
-    state = load_file(str(path))
-    for name, module in model.added_modules().items():
-        sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
-        if not sub:
-            raise ValueError(f"{path}: no weights for {name}; the checkpoint does not match its config")
-        module.load_state_dict(sub, strict=True)
-
-
-def save_added_weights(model: AGVASModel, path: Path) -> None:
-    state = {f"{name}.{k}": v.detach().contiguous().cpu()
-             for name, m in model.added_modules().items() for k, v in m.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt", "config": model.config.name})
 
