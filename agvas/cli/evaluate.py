@@ -29,6 +29,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agvas.io import DEFAULT_MAX_PIXELS
+from agvas.modes import EXPECTATION_MODE, MODES_TEXT
 
 if TYPE_CHECKING:
     from agvas.evaluate.runner import Distributed, EvalSettings
@@ -45,8 +46,8 @@ def evaluate(
     checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name (default: the "
                                                       "shipped checkpoints/agvas-tiny)"),
     method: str = typer.Option("agvas", help="agvas or median-deviation (training-free reference)"),
-    mode: str = typer.Option("direct", help="direct, describe, describe-plus or explain"),
-    expectation: str | None = typer.Option(None, help="normal-appearance sentence (needed by describe-plus)"),
+    mode: str = typer.Option("direct", help=MODES_TEXT),
+    expectation: str | None = typer.Option(None, help=f"normal-appearance sentence (needed by {EXPECTATION_MODE})"),
     image_size: int | None = typer.Option(None, "--image-size", min=8,
                                           help="resize images and GT masks to S×S first (default: native size)"),
     sigma: float = typer.Option(0.0, min=0.0, help="Gaussian smoothing of the maps before AP/F1-max (0 = off)"),

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from agvas.cli.common import check_mode_flags, prepare_out
 from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, output_stem
 from agvas.io import DEFAULT_MAX_PIXELS
+from agvas.modes import EXPECTATION_MODE, MODES_TEXT
 
 __all__ = ["RESULTS_FILE", "load_segmenter", "segment"]
 
@@ -47,9 +48,9 @@ def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dty
 
 def segment(
     paths: list[str] = typer.Argument(..., help="image files, folders (their images) or glob patterns"),
-    mode: str = typer.Option("direct", help="direct, describe, describe-plus or explain"),
+    mode: str = typer.Option("direct", help=MODES_TEXT),
     instruction: str | None = typer.Option(None, help="replace the mode's fixed question"),
-    expectation: str | None = typer.Option(None, help="normal-appearance sentence (needed by describe-plus)"),
+    expectation: str | None = typer.Option(None, help=f"normal-appearance sentence (needed by {EXPECTATION_MODE})"),
     checkpoint: str | None = typer.Option(None, help="checkpoint folder or preset name [default: checkpoints/"
                                                       "agvas-tiny]"),
     out: Path = typer.Option(Path("segment_out"), help="output folder (one run at a time)"),

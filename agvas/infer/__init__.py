@@ -12,7 +12,8 @@ from agvas.infer.images import ImageLoadError, expand_paths, load_image
 from agvas.infer.loading import DEFAULT_CHECKPOINT, CheckpointNotFoundError, UntrainedModelWarning
 from agvas.infer.quantize import QuantizationUnavailableError
 from agvas.infer.result import SegmentationResult
-from agvas.infer.segmenter import MODES, Segmenter
+from agvas.infer.segmenter import Segmenter
+from agvas.modes import MODES
 
 __all__ = [
     "DEFAULT_CHECKPOINT", "MODES", "ChatSession", "CheckpointNotFoundError", "ImageLoadError",

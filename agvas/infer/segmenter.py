@@ -34,9 +34,8 @@ from agvas.infer.result import SegmentationResult, build_results
 from agvas.infer.timing import NullTimer
 from agvas.model.agvas import AGVASModel
 from agvas.model.processor import EncodedText
+from agvas.modes import CHAT_MODE, EXPECTATION_HELP, EXPECTATION_MODE, MODES, needs_expectation
 
-MODES: tuple[str, ...] = ("direct", "describe", "describe-plus", "explain")
-"""Single-turn modes of `segment`; multi-turn dialogue is `Segmenter.chat(image)`."""
 DEFAULT_MAX_NEW_TOKENS = 256
 
 Message = dict[str, str]
@@ -44,13 +43,12 @@ Message = dict[str, str]
 
 def check_mode(mode: str, expectation: str | None) -> None:
     """Fail before any image is read or any model runs."""
-    if mode == "chat":
+    if mode == CHAT_MODE:
         raise ValueError("mode 'chat' is a dialogue: use segmenter.chat(image).ask(text) (or `agvas chat IMAGE`)")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)} (or segmenter.chat for dialogue)")
-    if mode == "describe-plus" and not (expectation and expectation.strip()):
-        raise ValueError("mode 'describe-plus' needs expectation=: a sentence describing the normal appearance "
-                         "(e.g. 'A normal hazelnut has a smooth, uniformly brown shell.')")
+    if needs_expectation(mode, expectation):
+        raise ValueError(f"mode '{EXPECTATION_MODE}' needs expectation=: {EXPECTATION_HELP}")
 
 
 class Segmenter:
