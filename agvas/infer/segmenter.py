@@ -25,6 +25,7 @@ from torch import Tensor
 
 from agvas.anchors import direct_answer
 from agvas.data.templates import inference_conversation
+from agvas.infer.chat import ChatSession
 from agvas.infer.decision import Decision
 from agvas.infer.generate import greedy_generate
 from agvas.infer.images import as_input_list, input_name, load_image
@@ -142,10 +143,8 @@ class Segmenter:
             results = [rule.apply(r) for r in results]
         return results
 
-    def chat(self, image: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+    def chat(self, image: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> ChatSession:
         """A multi-turn dialogue about one image (see ChatSession)."""
-        from agvas.infer.chat import ChatSession
-
         return ChatSession(self, image, max_new_tokens=max_new_tokens)
 
     # ---- the two paths ----------------------------------------------------------------------------
@@ -164,9 +163,7 @@ class Segmenter:
         with self.timer("spam"):
             embeds = model.embed_inputs(ids, f_s, f_p)
         with self.timer("llm"):
-            language_model = model.base_lmm.model.language_model
-            hidden = language_model(inputs_embeds=embeds, attention_mask=None if bool(attn.all()) else attn,
-                                    use_cache=False).last_hidden_state
+            hidden, _ = model.llm_hidden(embeds, None if bool(attn.all()) else attn, use_cache=False)
         with self.timer("agmd"):
             decoded, found = model.decode_masks(hidden, ids, f_p)
         with self.timer("postprocess"):
