@@ -110,6 +110,7 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
     some image needs it.
     """
     from agvas.infer.images import ImageLoadError, load_image
+    from agvas.infer.isolation import run_isolated
 
     log = ResultsLog(out)
     try:
@@ -127,15 +128,14 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
             segmenter = load() if todo else None
 
             def run_batch(batch: list[tuple[Path, str, object]]) -> list:
-                """Results for a batch; when it fails, each image alone, so one bad image costs only itself."""
-                try:
-                    return segmenter.segment([a for _, _, a in batch], batch_size=len(batch), **options)
-                except Exception as e:  # any failure of one image must not stop the run
-                    if len(batch) > 1:
-                        return [r for item in batch for r in run_batch([item])]
-                    failures.append(f"{batch[0][0]}: {e}")
-                    err.print(f"[yellow]failed[/yellow] {escape(str(batch[0][0]))}: {escape(str(e))}")
-                    return [None]
+                """Results for a batch; an image that fails even alone is reported and gets None."""
+                results = run_isolated(lambda items: segmenter.segment([a for _, _, a in items],
+                                                                       batch_size=len(items), **options), batch)
+                for (path, _, _), result in zip(batch, results, strict=True):
+                    if isinstance(result, Exception):
+                        failures.append(f"{path}: {result}")
+                        err.print(f"[yellow]failed[/yellow] {escape(str(path))}: {escape(str(result))}")
+                return [None if isinstance(r, Exception) else r for r in results]
 
             for start in range(0, len(todo), batch_size):
                 batch = []
