@@ -22,6 +22,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from agvas.data.collate import collate
+from agvas.data.recipe import build_training_set
 from agvas.data.sources.base import skip_counts
 from agvas.io import atomic_write_json
 from agvas.model.agvas import AGVASModel
@@ -29,7 +30,6 @@ from agvas.model.build import build_model
 from agvas.model.config import preset_config
 from agvas.model.summary import parameter_table
 from agvas.train.config import TrainConfig
-from agvas.train.data import build_training_set
 from agvas.train.logs import MetricLog, progress_bar
 from agvas.train.state import load_state, read_state_meta, remove_stale_temps, resume_latest, save_state
 
