@@ -64,8 +64,6 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
-    dump_grads_at_step: int | None = None
-    """Testing hook: write the synchronised gradients of that step to out/grads-<step>.safetensors."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -190,8 +190,6 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
                     outputs = wrapped(**batch)
                     acc.backward(outputs.loss)
                     if acc.sync_gradients:
-                        if cfg.dump_grads_at_step == step + 1 and main:
-                            _dump_grads(model, out / f"grads-{step + 1}.safetensors")
                         acc.clip_grad_norm_(params, cfg.optim.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -239,14 +237,6 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
         if log is not None:
             log.close()
     return TrainResult(step, seconds, metrics, out)
-
-
-def _dump_grads(model: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    grads = {n: p.grad.detach().contiguous().cpu() for n, p in model.named_parameters()
-             if p.requires_grad and p.grad is not None}
-    save_file(grads, str(path))
 
 
 def _write_summary(out: Path, cfg: TrainConfig, step: int, seconds: float, metrics: dict[str, Any],
