@@ -30,8 +30,8 @@ from agvas.data.annotate import (
     plan_jobs,
 )
 from agvas.data.instruct import FIELD_NAMES, read_records
-from agvas.data.io import save_mask_png, save_png
 from agvas.data.meta import Entry, write_meta
+from agvas.io import save_mask_png, save_png
 
 # A reply policy maps (request number, parsed body) -> (status, delay in s, text).
 # For status 200 the text is the assistant message; otherwise it is the raw response body.

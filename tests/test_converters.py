@@ -26,8 +26,8 @@ from agvas.data.converters.base import (
     UNREADABLE_IMAGE,
     UNREADABLE_MASK,
 )
-from agvas.data.io import read_mask
 from agvas.data.meta import META_FILE, Entry, load_meta, load_sample
+from agvas.io import read_mask
 
 W, H = 24, 16
 BOX = (slice(4, 10), slice(6, 15))  # rows, cols of the defect in every synthetic mask
@@ -393,7 +393,7 @@ def test_meta_is_never_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def crash(fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("agvas.data.io.os.fsync", crash)
+    monkeypatch.setattr("agvas.io.os.fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         convert("folder", src, dst)
     assert not (dst / META_FILE).exists() and no_temp_files(dst)

@@ -18,7 +18,6 @@ from sklearn.metrics import precision_recall_curve
 from typer.testing import CliRunner
 
 from agvas.cli import app
-from agvas.data.io import save_mask_png, save_png
 from agvas.data.meta import Entry, load_meta, load_sample, write_meta
 from agvas.evaluate.baselines import median_deviation
 from agvas.evaluate.methods import MedianDeviationMethod, Prediction, build_method
@@ -26,6 +25,7 @@ from agvas.evaluate.metrics import IMAGE_METRIC_KEYS, ORACLE_METRIC_KEYS, TEXT_K
 from agvas.evaluate.report import format_value, metrics_document, metrics_markdown, read_metrics, write_json
 from agvas.evaluate.runner import EvalSettings, GalleryPicker, run_evaluation
 from agvas.evaluate.verdict import text_verdict
+from agvas.io import save_mask_png, save_png
 
 SIZE = 64
 CATEGORIES = {"alpha": (2, 3), "beta": (2, 2)}  # (normal, anomalous) images

@@ -12,11 +12,11 @@ from PIL import Image
 from agvas.anchors import ANCHOR_TOKENS, SEG
 from agvas.data.augment import RealAugment
 from agvas.data.camvid import CamVidSource, class_phrase
-from agvas.data.io import DataError, save_mask_png, save_png
 from agvas.data.meta import Entry, write_meta
 from agvas.data.mixture import AnomalyInstructSource, AnomalySegSource, GeneratorPool, MetaPool, UnionPool
+from agvas.data.recipe import build_training_set, real_pools, validation_samples
+from agvas.io import DataError, save_mask_png, save_png
 from agvas.train.config import DataSection
-from agvas.train.data import build_training_set, real_pools, validation_samples
 
 
 def make_visa_like(root: Path, n_good: int = 3, n_bad: int = 2) -> Path:

@@ -17,15 +17,15 @@ import source_trees as trees
 import yaml
 
 from agvas.anchors import ANCHOR_TOKENS, IMAGE_PLACEHOLDER, anchor_string
-from agvas.data.io import DataError
 from agvas.data.mixture import _finalise
+from agvas.data.recipe import build_training_set
 from agvas.data.sources import anomaly
 from agvas.data.sources.base import EntryPool, reset_skip_counts, skip_counts
 from agvas.data.sources.coco import decode_rle, rle_string_counts, segmentation_mask
 from agvas.data.sources.refer import load_pickled_data
 from agvas.data.sources.registry import KINDS, parse_sources
+from agvas.io import DataError
 from agvas.train.config import DataSection, load_train_config
-from agvas.train.data import build_training_set
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from agvas.cli import app
-from agvas.data.io import read_image_rgb, read_mask
 from agvas.data.meta import load_meta, load_sample
 from agvas.data.synth import (
     DEFAULT_HOLDOUT_DEFECTS,
@@ -29,6 +28,7 @@ from agvas.data.synth import (
     split_categories,
 )
 from agvas.data.synth.describe import grid_location, size_word
+from agvas.io import read_image_rgb, read_mask
 
 META_KEYS = {"family", "defect", "location", "area_fraction", "size", "shape", "colour", "n_regions", "bbox",
              "seed", "index", "split"}

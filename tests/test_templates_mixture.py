@@ -22,7 +22,6 @@ from agvas.data.general import (
     shapes_scene,
 )
 from agvas.data.instruct import FIELD_NAMES, InstructRecord, mask_geometry
-from agvas.data.io import save_mask_png, save_png
 from agvas.data.meta import Entry, write_meta
 from agvas.data.mixture import (
     AnomalyInstructSource,
@@ -42,6 +41,7 @@ from agvas.data.templates import (
     render_multi_turn,
     sample_conversation,
 )
+from agvas.io import save_mask_png, save_png
 
 RECORD = InstructRecord(
     expectation="A normal hazelnut has a smooth, intact brown shell.",

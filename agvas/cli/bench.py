@@ -26,8 +26,8 @@ def bench(
 
     from agvas.cli.model import _quiet_transformers
     from agvas.cli.segment import load_segmenter
-    from agvas.data.io import atomic_write_json
     from agvas.infer.bench import benchmark_calls, run_benchmark, synthetic_images
+    from agvas.io import atomic_write_json
 
     err = Console(stderr=True)
     _quiet_transformers()

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agvas.cli.common import CHECKPOINT_HELP
-from agvas.data.io import DEFAULT_MAX_PIXELS
+from agvas.io import DEFAULT_MAX_PIXELS
 
 EXIT_WORDS = frozenset({"exit", "quit", ":q"})
 
@@ -31,8 +31,8 @@ def chat(
     """Ask questions about IMAGE; answers are printed, masks saved as OUT/turnN_mask.png."""
     from agvas.cli.model import _quiet_transformers
     from agvas.cli.segment import load_segmenter
-    from agvas.data.io import DataError, open_image, quiet_bomb_warnings, save_mask_png
     from agvas.infer.images import ImageLoadError
+    from agvas.io import DataError, open_image, quiet_bomb_warnings, save_mask_png
 
     err = Console(stderr=True)
     quiet_bomb_warnings()

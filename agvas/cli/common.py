@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from agvas.modes import EXPECTATION_HELP, EXPECTATION_MODE, needs_expectation
+
 CHECKPOINT_HELP = "checkpoint folder, Hub id (owner/name) or preset name [default: checkpoints/agvas-tiny]"
 
 
@@ -15,9 +17,8 @@ def check_mode_flags(mode: str, expectation: str | None, err: Console) -> None:
     """The mode check, worded with the command's flags; exit 2 before anything is read or loaded."""
     from agvas.infer.segmenter import check_mode
 
-    if mode == "describe-plus" and not (expectation and expectation.strip()):
-        err.print("[red]error:[/red] --mode describe-plus needs --expectation TEXT, a sentence describing the "
-                  "normal appearance (e.g. 'A normal hazelnut has a smooth, uniformly brown shell.')")
+    if needs_expectation(mode, expectation):
+        err.print(f"[red]error:[/red] --mode {EXPECTATION_MODE} needs --expectation TEXT, {EXPECTATION_HELP}")
         raise typer.Exit(2)
     try:
         check_mode(mode, expectation)

@@ -31,7 +31,7 @@ def annotate(
     retries are listed at the end and the exit code is 1.
     """
     from agvas.data.annotate import ENV_MODEL, ENV_URL, AnnotateConfig, run_annotation
-    from agvas.data.io import DataError
+    from agvas.io import DataError
 
     url = url or os.environ.get(ENV_URL)
     model = model or os.environ.get(ENV_MODEL)

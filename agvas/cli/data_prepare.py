@@ -24,7 +24,7 @@ from agvas.data.converters import (
     get_converter,
     run_converter,
 )
-from agvas.data.io import DEFAULT_MAX_PIXELS, quiet_bomb_warnings
+from agvas.io import DEFAULT_MAX_PIXELS, quiet_bomb_warnings
 
 EXIT_COMPLETE, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 

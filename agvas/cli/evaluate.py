@@ -29,7 +29,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agvas.cli.common import CHECKPOINT_HELP
-from agvas.data.io import DEFAULT_MAX_PIXELS
+from agvas.io import DEFAULT_MAX_PIXELS
+from agvas.modes import EXPECTATION_MODE, MODES_TEXT
 
 if TYPE_CHECKING:
     from agvas.evaluate.runner import Distributed, EvalSettings
@@ -45,8 +46,8 @@ def evaluate(
     data: Path | None = typer.Option(None, "--data", help="dataset root holding meta.json"),
     checkpoint: str | None = typer.Option(None, help=CHECKPOINT_HELP),
     method: str = typer.Option("agvas", help="agvas or median-deviation (training-free reference)"),
-    mode: str = typer.Option("direct", help="direct, describe, describe-plus or explain"),
-    expectation: str | None = typer.Option(None, help="normal-appearance sentence (needed by describe-plus)"),
+    mode: str = typer.Option("direct", help=MODES_TEXT),
+    expectation: str | None = typer.Option(None, help=f"normal-appearance sentence (needed by {EXPECTATION_MODE})"),
     image_size: int | None = typer.Option(None, "--image-size", min=8,
                                           help="resize images and GT masks to S×S first (default: native size)"),
     sigma: float = typer.Option(0.0, min=0.0, help="Gaussian smoothing of the maps before AP/F1-max (0 = off)"),
@@ -90,8 +91,8 @@ def evaluate(
 
 def _check_dataset(data: Path, split: str, allow_outside_root: bool, err: Console) -> None:
     """Exit 2 before a model is loaded when meta.json is unusable, lists no image, or leaves the root."""
-    from agvas.data.io import DataError
     from agvas.data.meta import META_FILE, check_inside_root, load_meta
+    from agvas.io import DataError
 
     try:
         meta = load_meta(data, split)
@@ -110,8 +111,8 @@ def _evaluate(data: Path, checkpoint: str | None, method_name: str, mode: str, e
               settings: EvalSettings, out: Path, device: str | None, err: Console) -> None:
     from agvas.cli.common import check_mode_flags, prepare_out
     from agvas.data.folder_lock import FolderBusyError, folder_lock
-    from agvas.data.io import quiet_bomb_warnings
     from agvas.evaluate.runner import Distributed
+    from agvas.io import quiet_bomb_warnings
 
     _check_dataset(data, settings.split, settings.allow_outside_root, err)
     if method_name == "agvas":
@@ -176,7 +177,6 @@ def _run(data: Path, checkpoint: str | None, method_name: str, mode: str, expect
 
 
 def _compare(runs: list[Path], out: Path, err: Console) -> None:
-    from agvas.data.io import atomic_write_bytes
     from agvas.evaluate.report import (
         COMPARISON_JSON,
         COMPARISON_MD,
@@ -185,6 +185,7 @@ def _compare(runs: list[Path], out: Path, err: Console) -> None:
         read_metrics,
         write_json,
     )
+    from agvas.io import atomic_write_bytes
 
     docs = []
     for run in runs:

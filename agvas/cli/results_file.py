@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import IO
 
-from agvas.data.io import atomic_write_bytes
+from agvas.io import atomic_write_bytes
 
 RESULTS_FILE = "results.jsonl"
 PICTURES = ("mask", "heat", "overlay")

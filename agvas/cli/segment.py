@@ -20,7 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agvas.cli.common import CHECKPOINT_HELP, check_mode_flags, prepare_out
 from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, output_stem
-from agvas.data.io import DEFAULT_MAX_PIXELS
+from agvas.io import DEFAULT_MAX_PIXELS
+from agvas.modes import EXPECTATION_MODE, MODES_TEXT
 
 __all__ = ["RESULTS_FILE", "load_segmenter", "segment"]
 
@@ -47,9 +48,9 @@ def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dty
 
 def segment(
     paths: list[str] = typer.Argument(..., help="image files, folders (their images) or glob patterns"),
-    mode: str = typer.Option("direct", help="direct, describe, describe-plus or explain"),
+    mode: str = typer.Option("direct", help=MODES_TEXT),
     instruction: str | None = typer.Option(None, help="replace the mode's fixed question"),
-    expectation: str | None = typer.Option(None, help="normal-appearance sentence (needed by describe-plus)"),
+    expectation: str | None = typer.Option(None, help=f"normal-appearance sentence (needed by {EXPECTATION_MODE})"),
     checkpoint: str | None = typer.Option(None, help=CHECKPOINT_HELP),
     out: Path = typer.Option(Path("segment_out"), help="output folder (one run at a time)"),
     batch_size: int = typer.Option(8, min=1, help="images per forward pass"),
@@ -66,9 +67,9 @@ def segment(
     """Segment anomalies; writes <stem>_mask.png (0/255), <stem>_heat.png, <stem>_overlay.png, results.jsonl."""
     from agvas.cli.model import _quiet_transformers
     from agvas.data.folder_lock import FolderBusyError, folder_lock
-    from agvas.data.io import quiet_bomb_warnings
     from agvas.infer.decision import Decision
     from agvas.infer.images import expand_paths
+    from agvas.io import quiet_bomb_warnings
 
     err = Console(stderr=True)
     check_mode_flags(mode, expectation, err)
@@ -108,6 +109,7 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
     some image needs it.
     """
     from agvas.infer.images import ImageLoadError, load_image
+    from agvas.infer.isolation import run_isolated
 
     log = ResultsLog(out)
     try:
@@ -125,15 +127,14 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
             segmenter = load() if todo else None
 
             def run_batch(batch: list[tuple[Path, str, object]]) -> list:
-                """Results for a batch; when it fails, each image alone, so one bad image costs only itself."""
-                try:
-                    return segmenter.segment([a for _, _, a in batch], batch_size=len(batch), **options)
-                except Exception as e:  # any failure of one image must not stop the run
-                    if len(batch) > 1:
-                        return [r for item in batch for r in run_batch([item])]
-                    failures.append(f"{batch[0][0]}: {e}")
-                    err.print(f"[yellow]failed[/yellow] {escape(str(batch[0][0]))}: {escape(str(e))}")
-                    return [None]
+                """Results for a batch; an image that fails even alone is reported and gets None."""
+                results = run_isolated(lambda items: segmenter.segment([a for _, _, a in items],
+                                                                       batch_size=len(items), **options), batch)
+                for (path, _, _), result in zip(batch, results, strict=True):
+                    if isinstance(result, Exception):
+                        failures.append(f"{path}: {result}")
+                        err.print(f"[yellow]failed[/yellow] {escape(str(path))}: {escape(str(result))}")
+                return [None if isinstance(r, Exception) else r for r in results]
 
             for start in range(0, len(todo), batch_size):
                 batch = []

@@ -27,8 +27,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from agvas.data.instruct import FIELD_NAMES, InstructRecord, RecordError, region_boxes
-from agvas.data.io import DataError
 from agvas.data.meta import Entry, load_meta, load_sample
+from agvas.data.overlay import overlay_mask
+from agvas.io import DataError
 
 ENV_URL = "AGVAS_ANNOTATE_URL"
 ENV_MODEL = "AGVAS_ANNOTATE_MODEL"
@@ -118,15 +119,6 @@ def draw_boxes(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]
     for x0, y0, x1, y1 in region_boxes(mask):
         draw.rectangle([x0 - 1, y0 - 1, x1, y1], outline=colour, width=width)
     return np.asarray(im)
-
-
-def overlay_mask(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int] = (255, 0, 0),
-                 alpha: float = 0.45) -> np.ndarray:
-    """The image with the mask blended in colour, so both the anomaly and its pixels stay visible."""
-    out = image.astype(np.float32).copy()
-    m = np.asarray(mask) > 0
-    out[m] = (1 - alpha) * out[m] + alpha * np.asarray(colour, dtype=np.float32)
-    return out.round().clip(0, 255).astype(np.uint8)
 
 
 def png_data_url(array: np.ndarray, max_side: int | None = None) -> str:

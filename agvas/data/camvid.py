@@ -20,7 +20,7 @@ from PIL import Image
 
 from agvas.anchors import ANCHOR_TOKENS
 from agvas.data.general import REFER_QUESTIONS, seg_sample
-from agvas.data.io import DataError, read_image_rgb, read_json
+from agvas.io import DataError, read_image_rgb, read_json
 
 MIN_AREA = 0.005
 """A class must cover this share of the frame to be asked for: a few pixels of a distant pole are noise."""

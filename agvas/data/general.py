@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from agvas.anchors import ANCHOR_TOKENS, IMAGE_PLACEHOLDER, anchor_string
-from agvas.data.io import DataError, read_image_rgb, read_json
+from agvas.io import DataError, read_image_rgb, read_json
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),

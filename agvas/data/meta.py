@@ -10,13 +10,12 @@ Paths are relative to the dataset root; a normal image has an empty `mask_path` 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from agvas.data.io import DataError, atomic_write_json, read_image_rgb, read_json, read_mask
+from agvas.io import DataError, atomic_write_json, read_image_rgb, read_json, read_mask
 
 META_FILE = "meta.json"
 SPLITS = ("train", "test")
@@ -145,9 +144,3 @@ def load_sample(root: str | os.PathLike, entry: Entry, max_pixels: int | None = 
     else:
         mask = np.zeros(image.shape[:2], dtype=np.uint8)
     return Sample(image, mask, entry.cls_name, entry.specie_name, entry.anomalous, entry.img_path)
-
-
-def iter_samples(root: str | os.PathLike, split: str = "test") -> Iterator[Sample]:
-    for entries in load_meta(root, split).values():
-        for entry in entries:
-            yield load_sample(root, entry)

@@ -16,12 +16,13 @@ import numpy as np
 
 from agvas.anchors import ANCHOR_TOKENS, DIRECT_INSTRUCTION, IMAGE_PLACEHOLDER, anchor_string
 from agvas.data.instruct import InstructRecord, class_noun, normal_record
+from agvas.modes import EXPECTATION_MODE, MODES, needs_expectation
 
 Turn = dict[str, str]
 Conversation = list[Turn]
 
-INSTRUCTION_TYPES: tuple[str, ...] = ("direct", "describe", "describe-plus", "explain")
-INFERENCE_MODES = INSTRUCTION_TYPES
+INSTRUCTION_TYPES: tuple[str, ...] = MODES
+"""Training renders the same four types that inference offers as modes."""
 
 DESCRIBE_INSTRUCTION = (
     "What anomalies are present in this image? Please describe the anomalies and then output the "
@@ -264,10 +265,10 @@ def inference_prompt(mode: str, instruction: str | None = None, expectation: str
     fixed = {"direct": DIRECT_INSTRUCTION, "describe": DESCRIBE_INSTRUCTION,
              "describe-plus": DESCRIBE_INSTRUCTION, "explain": EXPLAIN_INSTRUCTION}
     if mode not in fixed:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {INFERENCE_MODES}")
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     text = instruction if instruction else fixed[mode]
-    if mode == "describe-plus":
-        if not expectation or not expectation.strip():
+    if mode == EXPECTATION_MODE:
+        if needs_expectation(mode, expectation):
             raise ValueError("mode 'describe-plus' needs an expectation sentence (the normal appearance)")
         text = f"{expectation.strip()} {text}"
     return f"{IMAGE_PLACEHOLDER}\n{text}" if with_image else text

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from agvas.data.recipe import DataSection, HeldOutSample, heldout_samples, validation_samples
 from agvas.evaluate.metrics import CategoryAccumulator, mean_over_categories
 from agvas.infer.segmenter import Segmenter
 from agvas.model.agvas import AGVASModel
-from agvas.train.config import DataSection
-from agvas.train.data import HeldOutSample, heldout_samples, validation_samples
 
 REPORTED = ("ap", "f1_max", "iou_ano", "iou_nor")
 

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from agvas.data.io import DataError, atomic_write_bytes, read_json
+from agvas.data.overlay import overlay_mask
 from agvas.evaluate.runner import EvalResult, EvalSettings, load_item
+from agvas.io import DataError, atomic_write_bytes, read_json
 
 __all__ = [
     "COMPARISON_JSON",
@@ -409,13 +410,6 @@ class GalleryRow:
     mask: np.ndarray
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    out = image.astype(np.float32).copy()
-    m = np.asarray(mask) > 0
-    out[m] = 0.45 * out[m] + 0.55 * np.asarray(colour, dtype=np.float32)
-    return out.round().clip(0, 255).astype(np.uint8)
-
-
 def _tile(arr: np.ndarray, size: int) -> Image.Image:
     """Fit into a size×size square keeping the aspect ratio (native-size images need not be square)."""
     im = Image.fromarray(arr)
@@ -444,7 +438,8 @@ def render_gallery(rows: Sequence[GalleryRow], tile: int = 200, title: str = "")
     for k, row in enumerate(rows):
         y = header_h + k * (caption_h + tile + pad)
         draw.text((pad, y + 3), _fit(draw, row.caption, small, width - 2 * pad), fill="black", font=small)
-        pictures = (row.image, _overlay(row.image, row.gt, (0, 200, 0)), _overlay(row.image, row.mask, (230, 0, 0)))
+        pictures = (row.image, overlay_mask(row.image, row.gt, (0, 200, 0), alpha=0.55),
+                    overlay_mask(row.image, row.mask, (230, 0, 0), alpha=0.55))
         for c, arr in enumerate(pictures):
             img.paste(_tile(arr, tile), (pad + c * (tile + pad), y + caption_h))
     return img

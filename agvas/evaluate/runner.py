@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agvas.data.io import DataError, atomic_write_bytes
 from agvas.data.meta import Entry, check_inside_root, load_meta, load_sample
 from agvas.evaluate.methods import Method, Prediction
 from agvas.evaluate.metrics import CategoryAccumulator, mean_over_categories
+from agvas.infer.isolation import run_isolated
+from agvas.io import DataError, atomic_write_bytes
 
 __all__ = [
     "Distributed",
@@ -240,15 +241,14 @@ def image_iou(mask: np.ndarray, gt: np.ndarray) -> float:
 # ---------------------------------------------------------------------------------------- inference
 def _predict_robust(method: Method, images: list[np.ndarray]) -> list[Prediction | Exception]:
     """Predictions for a batch; when the batch fails, each image alone, so one bad image costs only itself."""
-    try:
-        preds = method.predict(images)
-        if len(preds) != len(images):
-            raise RuntimeError(f"method returned {len(preds)} predictions for {len(images)} images")
+
+    def predict(batch: Sequence[np.ndarray]) -> list[Prediction]:
+        preds = method.predict(list(batch))
+        if len(preds) != len(batch):
+            raise RuntimeError(f"method returned {len(preds)} predictions for {len(batch)} images")
         return list(preds)
-    except Exception as err:  # any failure of one image must not stop the evaluation
-        if len(images) == 1:
-            return [err]
-        return [p for im in images for p in _predict_robust(method, [im])]
+
+    return run_isolated(predict, images)
 
 
 def evaluate_indices(method: Method, root: str | os.PathLike, entries: Sequence[Entry], indices: Sequence[int],

@@ -8,22 +8,36 @@ turn's anchors in the history never produce a stale mask.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
+import numpy as np
 import torch
+from torch import Tensor
 
 from agvas.anchors import IMAGE_PLACEHOLDER
 from agvas.infer.images import input_name, load_image
 from agvas.infer.result import SegmentationResult
 
-if TYPE_CHECKING:
-    from agvas.infer.segmenter import Segmenter
+
+class DialogueRunner(Protocol):
+    """What a dialogue needs of a Segmenter. Named here, so that this module does not import
+    segmenter.py, which imports it for `Segmenter.chat`."""
+
+    def prepare_images(self, arrays: Sequence[np.ndarray]) -> dict[str, Tensor]: ...
+
+    def encode_images(self, pixels: dict[str, Tensor]) -> tuple[Tensor, Tensor]: ...
+
+    def segment_generated(self, arrays: Sequence[np.ndarray], conversations: Sequence[list[dict[str, str]]],
+                          mode: str, names: Sequence[str | None], max_new_tokens: int = ...,
+                          features: tuple[dict[str, Tensor], Tensor, Tensor] | None = None,
+                          ) -> list[SegmentationResult]: ...
 
 
 class ChatSession:
     """`ChatSession(segmenter, image).ask(text) -> SegmentationResult`, keeping the history."""
 
-    def __init__(self, segmenter: Segmenter, image: Any, max_new_tokens: int = 256) -> None:
+    def __init__(self, segmenter: DialogueRunner, image: Any, max_new_tokens: int = 256) -> None:
         self.segmenter = segmenter
         self.source = input_name(image, 0)
         self.image = load_image(image, self.source)

@@ -12,11 +12,10 @@ every sequence sees the same positions it would see alone.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from agvas.infer.timing import NullTimer
 from agvas.model.agvas import AGVASModel
@@ -47,27 +46,14 @@ def stop_token_ids(model: AGVASModel) -> set[int]:
     return {i for i in ids if i is not None}
 
 
-def _cache_kwarg(language_model: nn.Module) -> str:
-    """transformers 5.x calls the KV cache `cache`; older releases `past_key_values`."""
-    params = inspect.signature(language_model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _step(language_model: nn.Module, key: str, embeds: Tensor, mask: Tensor | None, positions: Tensor,
-          cache) -> tuple[Tensor, object]:
-    out = language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                         **{key: cache})
-    return out.last_hidden_state, getattr(out, key)
+def _step(model: AGVASModel, embeds: Tensor, mask: Tensor | None, positions: Tensor, cache) -> tuple[Tensor, object]:
+    return model.llm_hidden(embeds, mask, position_ids=positions, use_cache=True, cache=cache)
 
 
 def greedy_generate(model: AGVASModel, inputs_embeds: Tensor, attention_mask: Tensor | None, max_new_tokens: int,
                     timer: NullTimer | None = None) -> Generated:
     """Greedy decoding from prompt embeddings (image slots already filled). Call under torch.inference_mode."""
     timer = timer or NullTimer()
-    base = model.base_lmm
-    language_model, lm_head = base.model.language_model, base.lm_head
-    embed = model.lmm.get_input_embeddings()
-    key = _cache_kwarg(language_model)
     stops = torch.tensor(sorted(stop_token_ids(model)), device=inputs_embeds.device)
     pad_id = model.processor.pad_id
     b, prompt_len = inputs_embeds.shape[:2]
@@ -77,10 +63,10 @@ def greedy_generate(model: AGVASModel, inputs_embeds: Tensor, attention_mask: Te
     padded = not bool(mask.all())
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     with timer("llm"):
-        hidden, cache = _step(language_model, key, inputs_embeds, mask if padded else None, positions, None)
+        hidden, cache = _step(model, inputs_embeds, mask if padded else None, positions, None)
         states = [hidden]
         next_pos = positions[:, -1:] + 1
-        logits = lm_head(hidden[:, -1])
+        logits = model.token_logits(hidden[:, -1])
         generated: list[Tensor] = []
         done = torch.zeros(b, dtype=torch.bool, device=device)
         live = torch.ones(b, dtype=torch.bool, device=device)  # False from the stop token on
@@ -95,16 +81,16 @@ def greedy_generate(model: AGVASModel, inputs_embeds: Tensor, attention_mask: Te
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], dim=1)
-            hidden, cache = _step(language_model, key, embed(token).unsqueeze(1), mask if padded else None,
-                                  next_pos, cache)
+            hidden, cache = _step(model, model.embed_tokens(token).unsqueeze(1), mask if padded else None, next_pos,
+                                  cache)
             states.append(hidden)
             fed += 1
             next_pos = next_pos + 1
-            logits = lm_head(hidden[:, -1])
+            logits = model.token_logits(hidden[:, -1])
         if generated and fed < len(generated) and bool(_is_anchor(model, generated[-1]).any()):
             # The last token was never fed: feed it so an anchor that ends the answer has a hidden state.
             mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], dim=1)
-            hidden, cache = _step(language_model, key, embed(generated[-1]).unsqueeze(1), mask if padded else None,
+            hidden, cache = _step(model, model.embed_tokens(generated[-1]).unsqueeze(1), mask if padded else None,
                                   next_pos, cache)
             states.append(hidden)
             fed += 1

@@ -1,7 +1,7 @@
 """Turning whatever a user hands us (paths, folders, globs, PIL images, arrays, tensors) into uint8 RGB arrays.
 
 Every failure is an `ImageLoadError` that names the input, so a batch job can report the one bad file
-and carry on with the rest. Disk images go through `agvas.data.io`, the reader the training data used,
+and carry on with the rest. Disk images go through `agvas.io`, the reader the training data used,
 so a 16-bit or RGBA file is normalised at test time exactly as it was at training time.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agvas.data.io import DataError, read_image_rgb, to_rgb_array
+from agvas.io import DataError, read_image_rgb, to_rgb_array
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
 _GLOB_CHARS = frozenset("*?[")

@@ -68,7 +68,7 @@ def quantize_language_model(model: AGVASModel, config: BitsAndBytesConfig, devic
     """Merge LoRA, swap the language model's linear layers for bitsandbytes ones, move them to `device`."""
     if hasattr(model.lmm, "merge_and_unload"):
         model.lmm = model.lmm.merge_and_unload()
-    language_model = model.base_lmm.model.language_model
+    language_model = model.language_model
     for name, module in list(language_model.named_modules()):
         if type(module) is nn.Linear:
             language_model.set_submodule(name, _bnb_linear(module, config))

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from agvas.data.io import save_mask_png, save_png
 from agvas.infer.result import SegmentationResult
+from agvas.io import save_mask_png, save_png
 
 # A jet-like ramp: dark blue (normal) through cyan and yellow to dark red (anomalous).
 _STOPS = np.array([0.0, 0.125, 0.375, 0.625, 0.875, 1.0])

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from agvas.anchors import direct_answer
 from agvas.data.templates import inference_conversation
+from agvas.infer.chat import ChatSession
 from agvas.infer.decision import Decision
 from agvas.infer.generate import greedy_generate
 from agvas.infer.images import as_input_list, input_name, load_image
@@ -34,9 +35,8 @@ from agvas.infer.result import SegmentationResult, build_results
 from agvas.infer.timing import NullTimer
 from agvas.model.agvas import AGVASModel
 from agvas.model.processor import EncodedText
+from agvas.modes import CHAT_MODE, EXPECTATION_HELP, EXPECTATION_MODE, MODES, needs_expectation
 
-MODES: tuple[str, ...] = ("direct", "describe", "describe-plus", "explain")
-"""Single-turn modes of `segment`; multi-turn dialogue is `Segmenter.chat(image)`."""
 DEFAULT_MAX_NEW_TOKENS = 256
 
 Message = dict[str, str]
@@ -44,13 +44,12 @@ Message = dict[str, str]
 
 def check_mode(mode: str, expectation: str | None) -> None:
     """Fail before any image is read or any model runs."""
-    if mode == "chat":
+    if mode == CHAT_MODE:
         raise ValueError("mode 'chat' is a dialogue: use segmenter.chat(image).ask(text) (or `agvas chat IMAGE`)")
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)} (or segmenter.chat for dialogue)")
-    if mode == "describe-plus" and not (expectation and expectation.strip()):
-        raise ValueError("mode 'describe-plus' needs expectation=: a sentence describing the normal appearance "
-                         "(e.g. 'A normal hazelnut has a smooth, uniformly brown shell.')")
+    if needs_expectation(mode, expectation):
+        raise ValueError(f"mode '{EXPECTATION_MODE}' needs expectation=: {EXPECTATION_HELP}")
 
 
 class Segmenter:
@@ -145,10 +144,8 @@ class Segmenter:
             results = [rule.apply(r) for r in results]
         return results
 
-    def chat(self, image: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
+    def chat(self, image: Any, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> ChatSession:
         """A multi-turn dialogue about one image (see ChatSession)."""
-        from agvas.infer.chat import ChatSession
-
         return ChatSession(self, image, max_new_tokens=max_new_tokens)
 
     # ---- the two paths ----------------------------------------------------------------------------
@@ -167,9 +164,7 @@ class Segmenter:
         with self.timer("spam"):
             embeds = model.embed_inputs(ids, f_s, f_p)
         with self.timer("llm"):
-            language_model = model.base_lmm.model.language_model
-            hidden = language_model(inputs_embeds=embeds, attention_mask=None if bool(attn.all()) else attn,
-                                    use_cache=False).last_hidden_state
+            hidden, _ = model.llm_hidden(embeds, None if bool(attn.all()) else attn, use_cache=False)
         with self.timer("agmd"):
             decoded, found = model.decode_masks(hidden, ids, f_p)
         with self.timer("postprocess"):

@@ -12,15 +12,18 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from agvas.model import backbones
+from agvas.model.checkpoint import load_checkpoint, save_checkpoint
 from agvas.model.config import AGVASConfig
 from agvas.model.decoder import AnchorGuidedMaskDecoder, DecoderOutput
 from agvas.model.losses import LossParts, segmentation_losses, text_loss, total_loss
@@ -55,6 +58,13 @@ def fuse(seg_logits: Tensor | None, nor_logits: Tensor | None, ano_logits: Tenso
     if p_seg is not None and p_ano is not None:
         return alpha * p_seg + (1 - alpha) * p_ano, p_seg, p_ano
     return (p_seg if p_seg is not None else p_ano), p_seg, p_ano
+
+
+@functools.cache
+def _cache_kwarg(language_model_type: type) -> str:
+    """transformers 5.x calls the KV cache `cache`; older releases `past_key_values`."""
+    params = inspect.signature(language_model_type.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _resolve(path: str, base: Path | None) -> str:
@@ -165,6 +175,20 @@ class AGVASModel(nn.Module):
     def base_lmm(self) -> nn.Module:
         return self.lmm.get_base_model() if hasattr(self.lmm, "get_base_model") else self.lmm
 
+    @property
+    def language_model(self) -> nn.Module:
+        """The LLM's embeddings and decoder layers (LoRA applied when present), without the LM head.
+
+        The one place that knows where a LLaVA-family model keeps its LLM; inference (the fast path,
+        greedy decoding, 8/4-bit loading) goes through this and the methods below, so supporting another
+        LMM family changes this file, not theirs.
+        """
+        return self.base_lmm.model.language_model
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.base_lmm.lm_head
+
     # ---- forward ----------------------------------------------------------------------------------
     def encode_images(self, semantic_pixels: Tensor, sam_pixels: Tensor) -> tuple[Tensor, Tensor]:
         """f_s (B, N_s, D_llm) and the pixel embedding f_p (B, C, h, w)."""
@@ -189,13 +213,43 @@ class AGVASModel(nn.Module):
         last = torch.where(hits, positions, -1).amax(-1).clamp(min=0)
         return last, found.all(-1)
 
+    def embed_tokens(self, input_ids: Tensor) -> Tensor:
+        """The LLM's input embeddings of plain tokens (no image slots), e.g. one generated token."""
+        return self.lmm.get_input_embeddings()(input_ids)
+
+    def llm_hidden(self, inputs_embeds: Tensor, attention_mask: Tensor | None = None, *,
+                   position_ids: Tensor | None = None, use_cache: bool | None = None,
+                   cache: Any = None) -> tuple[Tensor, Any]:
+        """Last-layer hidden states of the LLM over `inputs_embeds`, and its KV cache when `use_cache`.
+
+        Only the arguments given are passed on, so each caller gets exactly the LLM call it asks for:
+        training the model's default, the fast path no cache, greedy decoding a cache fed step by step
+        (`cache=None` on the prefill) with positions that skip left padding.
+        """
+        language_model = self.language_model
+        kwargs: dict[str, Any] = {}
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        if use_cache is not None:
+            kwargs["use_cache"] = use_cache
+        key = _cache_kwarg(type(language_model)) if use_cache else None
+        if key is not None:
+            kwargs[key] = cache
+        out = language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        return out.last_hidden_state, (getattr(out, key) if key is not None else None)
+
+    def token_logits(self, hidden: Tensor) -> Tensor:
+        """The LM head over hidden states: next-token logits."""
+        return self.lm_head(hidden)
+
     def run_llm(self, inputs_embeds: Tensor, attention_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Last-layer hidden states and logits of the LLM (LoRA applied when present)."""
-        base = self.base_lmm
-        hidden = base.model.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-        return hidden, base.lm_head(hidden)
+        hidden, _ = self.llm_hidden(inputs_embeds, attention_mask)
+        return hidden, self.token_logits(hidden)
 
     def decode_masks(self, hidden: Tensor, input_ids: Tensor, f_p: Tensor) -> tuple[DecoderOutput, Tensor]:
+        """Masks from the anchors' hidden states (refined, then decoded against f_p), and whether every
+        sequence holds all anchors; `input_ids` says where the anchors are in `hidden`."""
         positions, found = self.anchor_positions(input_ids)
         anchor_hidden = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         refined = self.refiner(anchor_hidden)
@@ -270,41 +324,23 @@ class AGVASModel(nn.Module):
         parts: dict[str, nn.Module] = {
             "semantic encoder (vision tower + projector)": self.semantic_encoder,
             "pixel encoder (SAM image encoder)": self.pixel_encoder,
-            "LLM (embeddings, layers, LoRA)": self.base_lmm.model.language_model,
+            "LLM (embeddings, layers, LoRA)": self.language_model,
             **{name: m for name, m in self.added_modules().items()},
         }
         rows = [(n, sum(p.numel() for p in m.parameters()),
                  sum(p.numel() for p in m.parameters() if p.requires_grad)) for n, m in parts.items()]
-        lm_head = self.base_lmm.lm_head
+        lm_head = self.lm_head
         rows.insert(3, ("LM head", sum(p.numel() for p in lm_head.parameters()),
                         sum(p.numel() for p in lm_head.parameters() if p.requires_grad)))
         return rows
 
     # ---- save / load ------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
-        """Write a checkpoint folder; every file goes to a temporary name first, then is renamed."""
-        from agvas.model.checkpoint import save_checkpoint
-
+        """Write a checkpoint folder; it is assembled under a temporary name first, then renamed."""
         return save_checkpoint(self, folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, dtype: torch.dtype = torch.float32) -> AGVASModel:
-        from agvas.model.checkpoint import load_checkpoint
-
+        """A model from a folder `save_pretrained` wrote (backbones by the config's ids or the folder's own)."""
         return load_checkpoint(cls, folder, dtype)
-
-
-def load_added_weights(model: AGVASModel, path: Path) -> None:
-    state = load_file(str(path))
-    for name, module in model.added_modules().items():
-        sub = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
-        if not sub:
-            raise ValueError(f"{path}: no weights for {name}; the checkpoint does not match its config")
-        module.load_state_dict(sub, strict=True)
-
-
-def save_added_weights(model: AGVASModel, path: Path) -> None:
-    state = {f"{name}.{k}": v.detach().contiguous().cpu()
-             for name, m in model.added_modules().items() for k, v in m.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt", "config": model.config.name})
 

@@ -7,11 +7,11 @@ LISA-style baseline, so that every comparison is built, trained and measured by 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from agvas.anchors import ANCHOR_TOKENS, ANO, NOR, SEG
-from agvas.data.io import atomic_write_bytes, read_json
+from agvas.io import atomic_write_bytes, read_json
 
 CONFIG_FILE = "agvas_config.json"
 ARCHITECTURE = "agvas"
@@ -122,7 +122,3 @@ def preset_config(preset: str, variant: str = "agvas", **overrides) -> AGVASConf
     values = {**PRESETS[preset], **VARIANTS[variant], "name": f"{preset}/{variant}"}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return AGVASConfig(**values)
-
-
-def with_variant(config: AGVASConfig, variant: str) -> AGVASConfig:
-    return replace(config, **VARIANTS[variant])

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agvas.data.io import atomic_write_bytes
+from agvas.io import atomic_write_bytes
 from agvas.model.config import CONFIG_FILE
 
 CARD_FILE = "README.md"

@@ -32,6 +32,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import agvas
 from agvas.infer.decision import Decision
+from agvas.modes import CHAT_MODE, MODES
 from agvas.serve.connections import ReadTimeoutMiddleware
 from agvas.serve.errors import ApiError
 from agvas.serve.images import DEFAULT_MAX_PIXELS, check_upload_size, decode_upload
@@ -187,7 +188,7 @@ def create_app(segmenter: Any, *, max_upload_mb: float = 20.0, max_pixels: int =
         decision = getattr(segmenter, "decision", Decision())
         return ServerInfo(model=str(getattr(config, "name", "unknown")), source=getattr(segmenter, "source", None),
                           device=str(getattr(segmenter, "device", "unknown")),
-                          modes=["direct", "describe", "describe-plus", "explain", "chat"],
+                          modes=[*MODES, CHAT_MODE],
                           max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_batch=max_batch,
                           threshold=decision.threshold, min_area=decision.min_area)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agvas.data.io import atomic_write_bytes, read_json
 from agvas.data.synth import generate_sample
+from agvas.io import atomic_write_bytes, read_json
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "static" / "examples"
 SIZE = 192

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from agvas.data.io import DEFAULT_MAX_PIXELS, to_rgb_array  # the limit every command shares
+from agvas.io import DEFAULT_MAX_PIXELS, to_rgb_array  # the limit every command shares
 from agvas.serve.errors import ApiError
 
 __all__ = ["ACCEPTED_FORMATS", "DEFAULT_MAX_PIXELS", "UploadError", "check_upload_size", "decode_upload",

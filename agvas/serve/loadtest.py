@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from agvas.data.io import atomic_write_json
+from agvas.io import atomic_write_json
 from agvas.serve.app import create_app
 from agvas.serve.server import BackgroundServer, is_loopback
 

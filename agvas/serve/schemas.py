@@ -13,8 +13,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agvas.anchors import IMAGE_PLACEHOLDER
+from agvas.modes import EXPECTATION_HELP, EXPECTATION_MODE, MODES, MODES_TEXT, needs_expectation
 
-Mode = Literal["direct", "describe", "describe-plus", "explain"]
+Mode = Literal[MODES]  # type: ignore[valid-type]  # agvas.modes.MODES as a Literal: one list, one schema enum
 MAX_TEXT = 2000
 """Characters of one instruction, expectation or chat message."""
 MAX_CHAT_TURNS = 16
@@ -36,10 +37,10 @@ class SegmentOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Mode = Field("direct", description="direct (fastest), describe, describe-plus or explain")
+    mode: Mode = Field("direct", description=MODES_TEXT.replace("direct", "direct (fastest)", 1))
     instruction: str | None = Field(None, max_length=MAX_TEXT, description="replaces the mode's fixed question")
     expectation: str | None = Field(None, max_length=MAX_TEXT,
-                                    description="the normal appearance, one sentence (required by describe-plus)")
+                                    description=f"the normal appearance, one sentence (required by {EXPECTATION_MODE})")
     threshold: float | None = Field(None, ge=0.0, lt=1.0,
                                     description="cut on P for the mask (pixels above it are anomalous); "
                                                 "absent: the server's (the paper's 0.5 unless started otherwise)")
@@ -53,9 +54,8 @@ class SegmentOptions(BaseModel):
 
     @model_validator(mode="after")
     def _expectation_needed(self) -> SegmentOptions:
-        if self.mode == "describe-plus" and not self.expectation:
-            raise ValueError("mode 'describe-plus' needs 'expectation': a sentence describing the normal "
-                             "appearance (e.g. 'A normal hazelnut has a smooth, uniformly brown shell.')")
+        if needs_expectation(self.mode, self.expectation):
+            raise ValueError(f"mode '{EXPECTATION_MODE}' needs 'expectation': {EXPECTATION_HELP}")
         return self
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from agvas.anchors import IMAGE_PLACEHOLDER
 from agvas.infer.chat import ChatSession
+from agvas.infer.isolation import run_isolated
 from agvas.infer.result import SegmentationResult
 from agvas.serve.schemas import ChatOptions, SegmentOptions
 
@@ -185,19 +186,20 @@ class ModelWorker:
             raise
 
     def _run_group(self, group: list[Job]) -> None:
-        try:
-            results = self._run_model(group)
-        except Exception as err:
-            if len(group) > 1:  # find the culprit: everyone else still gets an answer
-                for job in group:
-                    self._run_group([job])
-                return
-            self._finish(group[0], error=err)
-            return
-        self.batches += 1
-        for job, result in zip(group, results, strict=True):
-            self.processed += 1
-            self._finish(job, result=result)
+        """One model call for the group; when it fails, each job alone, so everyone else still gets an answer.
+        A job is answered as soon as its call succeeds; one that fails even alone gets its error."""
+
+        def run(jobs: Sequence[Job]) -> list[SegmentationResult]:
+            results = self._run_model(list(jobs))
+            self.batches += 1
+            for job, result in zip(jobs, results, strict=True):
+                self.processed += 1
+                self._finish(job, result=result)
+            return results
+
+        for job, outcome in zip(group, run_isolated(run, group), strict=True):
+            if isinstance(outcome, Exception):
+                self._finish(job, error=outcome)
 
     def _finish(self, job: Job, result: SegmentationResult | None = None, error: BaseException | None = None) -> None:
         """Leave the in-flight count *before* the caller is woken, so that a client reading /healthz right

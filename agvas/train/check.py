@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from agvas.data.io import DataError
 from agvas.data.meta import SPLITS, Entry, load_meta, load_sample
 from agvas.data.sources.base import Problems, Reader
 from agvas.data.sources.registry import SourceSpec, parse_sources
+from agvas.io import DataError
 from agvas.train.config import DataSection, TrainConfig
 
 
@@ -109,7 +109,7 @@ def plan(cfg: TrainConfig, anchors: tuple[str, ...]) -> list[Leaf]:
     """Every source of the recipe with its expected share of the training samples."""
     from agvas.data.camvid import CamVidSource
     from agvas.data.general import LisaFolderSource, ShapeReferringSource, ShapeVQASource, load_lisa_item
-    from agvas.train.data import SyntheticTrainPool, category_split
+    from agvas.data.recipe import SyntheticTrainPool, category_split
 
     d = cfg.data
     rates = _rates(d)
@@ -218,7 +218,7 @@ def render_conversation(conv: list[dict[str, str]]) -> str:
 def sample_conversations(cfg: TrainConfig, anchors: tuple[str, ...], per_source: int,
                          ) -> tuple[dict[str, list[str]], str | None]:
     """A few rendered samples of each mixture source, drawn from the very dataset training builds."""
-    from agvas.train.data import build_training_set
+    from agvas.data.recipe import build_training_set
 
     try:
         ds = build_training_set(cfg.data, anchors, length=max(cfg.steps * cfg.global_batch, 1), seed=cfg.seed)

@@ -1,5 +1,8 @@
 """The training recipe as a YAML file: model, data, optimisation, schedule and bookkeeping.
 
+The `data:` section is `agvas.data.recipe.DataSection` (data assembly lives with the data); it is
+re-exported here, so the recipe's sections are all found in one place.
+
 Every field has the paper's (or LISA's) default; a YAML file only states what differs. Unknown keys are
 errors, so a typo never silently falls back to a default.
 """
@@ -12,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from agvas.data.recipe import DataSection
+
+__all__ = ["DataSection", "ModelSection", "OptimSection", "TrainConfig", "load_train_config"]
 
 
 @dataclass
@@ -26,48 +33,6 @@ class ModelSection:
     init_from: str | None = None
     """An AG-VAS checkpoint folder to start from instead of fresh weights (a second training stage).
     Its architecture is kept; `preset`/`variant` must name it, and only the loss weights above apply."""
-
-
-@dataclass
-class DataSection:
-    image_size: int = 256
-    rates: dict[str, float] = field(default_factory=lambda: {"general": 2.0, "anomaly-instruct": 3.0,
-                                                              "anomaly-seg": 4.0, "vqa": 1.0})
-    textures: str | None = None
-    """A folder of real texture classes (e.g. DTD) to paste defects on, besides the procedural families."""
-    holdout_families: list[str] | None = None
-    """None: the synthetic generator's default holdout (never trained on, used for held-out evaluation)."""
-    holdout_defects: list[str] | None = None
-    normal_fraction: float = 0.3
-    anomaly_datasets: list[str | dict[str, Any]] = field(default_factory=list)
-    """Real meta.json roots mixed into both anomaly sources beside the synthetic pool. Each is a root
-    (all of its splits), or a mapping {root, splits: [train, test], weight: 1.0, classes: [...]}."""
-    real_share: float = 0.5
-    """With real sets given: the chance that an anomaly sample comes from them rather than the generator."""
-    real_normal_rate: float | None = 0.5
-    """The share of good images drawn from a real set that has both kinds (None: as the set has them)."""
-    augment_real: bool = True
-    """Crops, flips, quarter turns and lighting on real pairs (`agvas.data.augment`)."""
-    camvid: str | None = None
-    """A CamVid root: real-scene referring segmentation ("segment the road") in the general source."""
-    camvid_share: float = 0.5
-    """With `camvid`: its share of the general source (the rest stays procedural shapes)."""
-    validation: list[str] = field(default_factory=list)
-    """Real meta.json roots never trained on, evaluated (all splits) with the held-out check as `val_*`."""
-    validation_images: int = 160
-    records: str | None = None
-    """A JSONL of LMM-written Anomaly-Instruct records (`agvas data annotate`); rule-based records otherwise."""
-    lisa_folders: list[str] = field(default_factory=list)
-    """LISA-style referring-segmentation folders for the general source (replacing the procedural one)."""
-    sources: list[dict[str, Any]] = field(default_factory=list)
-    """Readers of the paper's training sources (`agvas.data.sources.registry.KINDS`), each {kind, root,
-    weight, ...}: anomaly kinds join the real pool beside `anomaly_datasets` (at `real_share`), general kinds
-    the general source, `llava-instruct` the VQA source, `anomaly-instruct` the Anomaly-Instruct source."""
-    source_shares: dict[str, float] = field(default_factory=dict)
-    """Per mixture source (general, vqa, anomaly-instruct) fed by `sources`: the share of its samples they
-    give (default 1: they replace the stand-in; 0.5: half theirs, half the procedural/rule-based one)."""
-    eval_images: int = 64
-    num_workers: int = 0
 
 
 @dataclass
@@ -99,8 +64,6 @@ class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
-    dump_grads_at_step: int | None = None
-    """Testing hook: write the synchronised gradients of that step to out/grads-<step>.safetensors."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

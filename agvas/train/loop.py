@@ -7,7 +7,6 @@ sees exactly the samples it would have seen, and N processes see the same global
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -23,14 +22,14 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from agvas.data.collate import collate
-from agvas.data.io import atomic_write_json, read_json
+from agvas.data.recipe import build_training_set
 from agvas.data.sources.base import skip_counts
+from agvas.io import atomic_write_json, read_json
 from agvas.model.agvas import AGVASModel
 from agvas.model.build import build_model
 from agvas.model.config import preset_config
 from agvas.model.summary import parameter_table
 from agvas.train.config import TrainConfig, datasets_seen
-from agvas.train.data import build_training_set
 from agvas.train.logs import MetricLog, progress_bar
 from agvas.train.state import load_state, read_state_meta, remove_stale_temps, resume_latest, save_state
 
@@ -142,18 +141,16 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
             if main:
                 print(f"warning: {message}", file=sys.stderr)
 
-        if cfg.deepspeed:  # the partitioned optimiser is loaded after acc.prepare; check state.json here
-            found = resume_latest(state_dir, read_state_meta, warn)
-        else:
-            found = resume_latest(state_dir, lambda path: load_state(path, model, optimizer, scheduler), warn)
+        # Under DeepSpeed the partitioned optimiser exists only after acc.prepare: state.json is read here.
+        load = read_state_meta if cfg.deepspeed else lambda path: load_state(path, model, optimizer, scheduler)
+        found = resume_latest(state_dir, load, warn)
         if found is None:
             warn(f"--resume: no saved state in {state_dir}; starting from step 0")
         else:
             resume_from, meta = found
             start, elapsed = int(meta["step"]), float(meta["extra"].get("seconds", 0.0))
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        atomic_write_json(out / "config.json", cfg.to_dict())
 
     dataset = build_training_set(cfg.data, model.config.anchors, length=cfg.steps * cfg.global_batch, seed=cfg.seed)
     sampler = StepSampler(start, cfg.steps, cfg.global_batch, cfg.micro_batch, world, acc.process_index)
@@ -167,10 +164,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
     worker_skips: dict[int, dict[str, int]] = {}
     wrapped, optimizer = acc.prepare(model, optimizer)
     if resume_from is not None and cfg.deepspeed:
-        # DeepSpeed partitions the optimiser over processes: its own (trusted, self-written) format.
-        acc.load_state(str(resume_from / "deepspeed"))
-        scheduler.load_state_dict(meta["scheduler"])
-        sampler.start = start
+        load_state(resume_from, model, optimizer, scheduler, accelerator=acc)
     if main and resume_from is not None:
         print(f"resumed from {resume_from} at step {start}", file=sys.stderr)
 
@@ -196,8 +190,6 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
                     outputs = wrapped(**batch)
                     acc.backward(outputs.loss)
                     if acc.sync_gradients:
-                        if cfg.dump_grads_at_step == step + 1 and main:
-                            _dump_grads(model, out / f"grads-{step + 1}.safetensors")
                         acc.clip_grad_norm_(params, cfg.optim.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -232,7 +224,8 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
                         log.log(step, {f"eval/{k}": v for k, v in metrics.items()})
                     bar.console.print(f"step {step}: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics.items()))
             if step % cfg.save_every == 0 or last:
-                _save(acc, cfg, state_dir, step, model, optimizer, scheduler, time.perf_counter() - t0)
+                save_state(state_dir, step, model, optimizer, scheduler, extra={"seconds": time.perf_counter() - t0},
+                           accelerator=acc)
             if out_of_time:
                 break
     seconds = time.perf_counter() - t0
@@ -244,29 +237,6 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
         if log is not None:
             log.close()
     return TrainResult(step, seconds, metrics, out)
-
-
-def _save(acc, cfg: TrainConfig, state_dir: Path, step: int, model: AGVASModel, optimizer, scheduler,
-          seconds: float) -> None:
-    acc.wait_for_everyone()
-    if cfg.deepspeed:
-        target = state_dir / f"state-{step:08d}"
-        acc.save_state(str(target / "deepspeed"))
-        if acc.is_main_process:
-            atomic_write_json(target / "state.json", {"step": step, "scheduler": scheduler.state_dict(),
-                                                      "extra": {"seconds": seconds}})
-        return
-    if acc.is_main_process:
-        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimiser
-        save_state(state_dir, step, model, inner, scheduler, extra={"seconds": seconds})
-
-
-def _dump_grads(model: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    grads = {n: p.grad.detach().contiguous().cpu() for n, p in model.named_parameters()
-             if p.requires_grad and p.grad is not None}
-    save_file(grads, str(path))
 
 
 def _write_summary(out: Path, cfg: TrainConfig, step: int, seconds: float, metrics: dict[str, Any],

@@ -3,16 +3,15 @@
 A state folder holds the trainable weights, the optimiser's moments, the scheduler's counters, every
 RNG state and the step. It is written to a temporary folder and renamed, so a run killed at any moment
 resumes from the last complete state and — on CPU — ends bit-for-bit where an uninterrupted run ends.
-(DeepSpeed partitions the optimiser across processes; with it, accelerate's own save_state is used.)
+DeepSpeed partitions the optimiser across processes; with it, accelerate's own collective save_state and
+load_state write and read `state-<step>/deepspeed/`, beside the same state.json. Both ways sit behind
+`save_state`/`load_state`, so the training loop does not need to know which one runs.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from agvas.io import DataError, atomic_folder, atomic_write_json, read_json
+
 STATE_PREFIX = "state-"
-TEMP_PREFIX = f".{STATE_PREFIX}"  # save_state's half-written folders: `.state-<step>.<random>`
+TEMP_PREFIX = f".{STATE_PREFIX}"  # save_state's half-written folders: `.state-<step>.<random>.tmp`
+DEEPSPEED_DIR = "deepspeed"
 
 
 class StateError(ValueError):
@@ -84,14 +86,38 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
     random.setstate((version, tuple(py_state), py_gauss))
 
 
+def _uses_deepspeed(accelerator: Any) -> bool:
+    if accelerator is None:
+        return False
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
 def save_state(folder: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, extra: dict[str, Any] | None = None,
-               keep: int = 2) -> Path:
-    """Write `folder/state-<step>` atomically and drop all but the newest `keep` states."""
-    folder.mkdir(parents=True, exist_ok=True)
+               keep: int = 2, accelerator: Any = None) -> Path | None:
+    """Write `folder/state-<step>` atomically and drop all but the newest `keep` states.
+
+    With an `accelerator`, every process of the run calls this at the same step: under DeepSpeed each one
+    writes its shard of the partitioned optimiser (accelerate's save_state) and the main process adds
+    state.json; otherwise the main process alone writes the folder (others return None) from the torch
+    optimiser inside accelerate's wrapper.
+    """
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+        if _uses_deepspeed(accelerator):
+            target = folder / f"{STATE_PREFIX}{step:08d}"
+            accelerator.save_state(str(target / DEEPSPEED_DIR))
+            if accelerator.is_main_process:
+                atomic_write_json(target / "state.json", {"step": step, "scheduler": scheduler.state_dict(),
+                                                          "extra": extra or {}})
+            return target
+        if not accelerator.is_main_process:
+            return None
+        optimizer = getattr(optimizer, "optimizer", optimizer)
     final = folder / f"{STATE_PREFIX}{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=folder))
-    try:
+    with atomic_folder(final) as tmp:
         weights = {n: p.detach().contiguous().cpu() for n, p in _trainable(model).items()}
         save_file(weights, str(tmp / "weights.safetensors"))
         opt_tensors, opt_meta = _optimizer_tensors(optimizer)
@@ -100,16 +126,7 @@ def save_state(folder: Path, step: int, model: nn.Module, optimizer: torch.optim
         save_file(rng_tensors, str(tmp / "rng.safetensors"))
         meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta,
                 "extra": extra or {}}
-        (tmp / "state.json").write_text(json.dumps(meta))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_json(tmp / "state.json", meta)
     for old in sorted(folder.glob(f"{STATE_PREFIX}*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     remove_stale_temps(folder)
@@ -144,8 +161,8 @@ def read_state_meta(path: Path, keys: tuple[str, ...] = ("step", "scheduler", "e
     """`path/state.json` as a dict holding `keys`, or a StateError naming the folder and the file."""
     file = path / "state.json"
     try:
-        meta = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        meta = read_json(file)
+    except DataError as err:
         raise StateError(f"state {path}: {file.name} is unreadable ({err})") from None
     missing = [k for k in keys if not isinstance(meta, dict) or k not in meta]
     if missing:
@@ -161,12 +178,19 @@ def _read_tensors(path: Path, name: str) -> dict[str, torch.Tensor]:
 
 
 def load_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+               scheduler: torch.optim.lr_scheduler.LRScheduler, accelerator: Any = None) -> dict[str, Any]:
     """Restore everything `save_state` wrote; returns its JSON (step, extra).
 
     Every file is read and checked before anything is restored, so a truncated or garbled state leaves
     the model as it was and the caller can try an older one; errors are StateErrors naming the file.
+    Under DeepSpeed (`accelerator` given) every process calls this after accelerate's prepare, since the
+    partitioned optimiser exists only then; before it, `read_state_meta` finds the state and its step.
     """
+    if _uses_deepspeed(accelerator):
+        meta = read_state_meta(path)
+        accelerator.load_state(str(path / DEEPSPEED_DIR))
+        scheduler.load_state_dict(meta["scheduler"])
+        return meta
     meta = read_state_meta(path, ("step", "optimizer", "scheduler", "rng", "extra"))
     weights = _read_tensors(path, "weights.safetensors")
     opt_tensors = _read_tensors(path, "optimizer.safetensors")

@@ -17,7 +17,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from agvas.data.io import DataError
+from agvas.io import DataError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 MASK_STEM_SUFFIXES = ("_mask", "_gt", "_segmentation")

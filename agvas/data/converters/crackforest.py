@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from agvas.data.converters.base import NO_GROUND_TRUTH, Converter, MaskData, Pair, Skip, list_images, require_dir
-from agvas.data.io import DataError
+from agvas.io import DataError
 
 CLASS = "crackforest"
 CRACK_LABELS = (2,)

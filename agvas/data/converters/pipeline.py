@@ -52,8 +52,8 @@ from agvas.data.converters.base import (
     Pair,
     Skip,
 )
-from agvas.data.io import DEFAULT_MAX_PIXELS, DataError, open_image
 from agvas.data.meta import Entry, write_meta
+from agvas.io import DEFAULT_MAX_PIXELS, DataError, open_image
 
 LinkMode = Literal["symlink", "copy"]
 Result = Entry | Skip

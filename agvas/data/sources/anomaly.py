@@ -24,9 +24,9 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from agvas.data.io import DataError, read_json
 from agvas.data.meta import Entry
 from agvas.data.sources.base import Problems, images_in, rel
+from agvas.io import DataError, read_json
 
 GOOD_DIRS = ("good", "ok", "normal", "defect-free", "defect_free")
 

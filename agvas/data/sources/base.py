@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from agvas.data.io import DataError
 from agvas.data.meta import Entry, load_sample
 from agvas.data.mixture import PoolItem
+from agvas.io import DataError
 
 _SKIPS: Counter[str] = Counter()
 _NAMED: set[tuple[str, str]] = set()

@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 
 from agvas.anchors import ANCHOR_TOKENS
 from agvas.data.general import REFER_QUESTIONS, seg_sample
-from agvas.data.io import DataError, read_image_rgb, read_json
 from agvas.data.sources.base import Reader
+from agvas.io import DataError, read_image_rgb, read_json
 
 
 def rle_string_counts(text: str) -> list[int]:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from agvas.data.instruct import InstructRecord, read_records
-from agvas.data.io import DataError
 from agvas.data.meta import load_meta
 from agvas.data.sources.base import EntryPool, Problems
+from agvas.io import DataError
 
 
 def read_records_tolerant(path: str | os.PathLike) -> tuple[dict[str, InstructRecord], Problems]:

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from agvas.anchors import ANCHOR_TOKENS, IMAGE_PLACEHOLDER
-from agvas.data.io import DataError, read_image_rgb, read_json
 from agvas.data.sources.base import Reader
+from agvas.io import DataError, read_image_rgb, read_json
 
 _ROLES = {"human": "user", "gpt": "assistant"}
 

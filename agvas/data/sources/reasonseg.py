@@ -16,8 +16,8 @@ import numpy as np
 
 from agvas.anchors import ANCHOR_TOKENS
 from agvas.data.general import lisa_sample, load_lisa_item
-from agvas.data.io import DataError
 from agvas.data.sources.base import Reader, images_in
+from agvas.io import DataError
 
 
 class ReasonSegReader(Reader):

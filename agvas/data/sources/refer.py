@@ -23,9 +23,9 @@ import numpy as np
 
 from agvas.anchors import ANCHOR_TOKENS
 from agvas.data.general import PHRASE_QUESTIONS, seg_sample
-from agvas.data.io import DataError, read_json
 from agvas.data.sources.base import Reader
 from agvas.data.sources.coco import index_coco, load_target
+from agvas.io import DataError, read_json
 
 SPLIT_BY: dict[str, str] = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd", "refclef": "unc"}
 _SAFE_GLOBALS = {("builtins", "set"), ("builtins", "frozenset"), ("__builtin__", "set"),

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from agvas.data.io import DataError
 from agvas.data.sources import anomaly, coco, semantic
 from agvas.data.sources.base import EntryPool, Reader
 from agvas.data.sources.instruct import AnomalyInstructReader
 from agvas.data.sources.llava import LlavaInstructReader
 from agvas.data.sources.reasonseg import ReasonSegReader
 from agvas.data.sources.refer import ReferReader
+from agvas.io import DataError
 
 Augment = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]] | None
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from agvas.anchors import ANCHOR_TOKENS
 from agvas.data.general import REFER_QUESTIONS, seg_sample
-from agvas.data.io import DataError, open_image, read_image_rgb, read_json
 from agvas.data.sources.base import Reader
+from agvas.io import DataError, open_image, read_image_rgb, read_json
 
 MIN_AREA = 0.005
 IGNORED_NAMES = frozenset({"unlabeled", "unlabelled", "other", "background", "void"})

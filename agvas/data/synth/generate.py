@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from agvas.data.io import atomic_write_bytes, save_mask_png, save_png
 from agvas.data.meta import META_FILE, Entry, load_meta, write_meta
 from agvas.data.synth.categories import (
     DEFAULT_HOLDOUT_DEFECTS,
@@ -30,6 +29,7 @@ from agvas.data.synth.categories import (
 from agvas.data.synth.defects import DEFECTS
 from agvas.data.synth.sample import GOOD, SynthSample, generate_sample
 from agvas.data.synth.textures import TextureBank, as_bank, family_names
+from agvas.io import atomic_write_bytes, save_mask_png, save_png
 
 SYNTH_META_FILE = "synth_meta.jsonl"
 _SPLIT_ID = {"train": 0, "test": 1}

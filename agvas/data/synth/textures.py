@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from agvas.data.io import read_image_rgb
 from agvas.data.synth.fields import aniso_noise, coords, fbm, hsv, luminance
+from agvas.io import read_image_rgb
 
 Array = np.ndarray
 DTD_PREFIX = "dtd_"

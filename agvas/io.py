@@ -1,10 +1,16 @@
-"""Reading images and masks of any mode, and writing files so that no reader sees half of one."""
+"""Reading images and masks of any mode, and writing files and folders so that no reader sees half of one.
+
+The project's ground-floor IO: data, model, train, infer and evaluate all read and write through it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +145,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_folder(final: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temporary folder beside `final` to fill; on leaving the block it takes `final`'s place.
+
+    Its files are fsynced, an existing `final` is moved aside before the rename and deleted after it, so a
+    kill at any moment leaves either the old folder or the new one whole, never half of one. On an error
+    the temporary folder is removed and the old one kept. Temporary names start with `.<final name>.`,
+    which is how a caller recognises the leftovers of a killed writer.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

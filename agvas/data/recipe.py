@@ -1,5 +1,6 @@
-"""The training mixture of a recipe: synthetic anomalies (procedural + real textures), instruction
-records fused with templates, procedural referring segmentation and VQA — and the held-out split.
+"""The data of a training recipe (its `data:` section): the training mixture — synthetic anomalies
+(procedural + real textures), instruction records fused with templates, procedural referring
+segmentation and VQA — and the held-out split that the trainer's periodic check and evaluation read.
 
 Held-out texture families and defect kinds never reach the training sources; `heldout_samples` draws
 only from them, so the periodic evaluation measures zero-shot generalisation, as the paper's protocol.
@@ -8,7 +9,7 @@ only from them, so the periodic evaluation measures zero-shot generalisation, as
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,48 @@ from agvas.data.synth import (
     sample_at,
     split_categories,
 )
-from agvas.train.config import DataSection
+
+
+@dataclass
+class DataSection:
+    image_size: int = 256
+    rates: dict[str, float] = field(default_factory=lambda: {"general": 2.0, "anomaly-instruct": 3.0,
+                                                              "anomaly-seg": 4.0, "vqa": 1.0})
+    textures: str | None = None
+    """A folder of real texture classes (e.g. DTD) to paste defects on, besides the procedural families."""
+    holdout_families: list[str] | None = None
+    """None: the synthetic generator's default holdout (never trained on, used for held-out evaluation)."""
+    holdout_defects: list[str] | None = None
+    normal_fraction: float = 0.3
+    anomaly_datasets: list[str | dict[str, Any]] = field(default_factory=list)
+    """Real meta.json roots mixed into both anomaly sources beside the synthetic pool. Each is a root
+    (all of its splits), or a mapping {root, splits: [train, test], weight: 1.0, classes: [...]}."""
+    real_share: float = 0.5
+    """With real sets given: the chance that an anomaly sample comes from them rather than the generator."""
+    real_normal_rate: float | None = 0.5
+    """The share of good images drawn from a real set that has both kinds (None: as the set has them)."""
+    augment_real: bool = True
+    """Crops, flips, quarter turns and lighting on real pairs (`agvas.data.augment`)."""
+    camvid: str | None = None
+    """A CamVid root: real-scene referring segmentation ("segment the road") in the general source."""
+    camvid_share: float = 0.5
+    """With `camvid`: its share of the general source (the rest stays procedural shapes)."""
+    validation: list[str] = field(default_factory=list)
+    """Real meta.json roots never trained on, evaluated (all splits) with the held-out check as `val_*`."""
+    validation_images: int = 160
+    records: str | None = None
+    """A JSONL of LMM-written Anomaly-Instruct records (`agvas data annotate`); rule-based records otherwise."""
+    lisa_folders: list[str] = field(default_factory=list)
+    """LISA-style referring-segmentation folders for the general source (replacing the procedural one)."""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    """Readers of the paper's training sources (`agvas.data.sources.registry.KINDS`), each {kind, root,
+    weight, ...}: anomaly kinds join the real pool beside `anomaly_datasets` (at `real_share`), general kinds
+    the general source, `llava-instruct` the VQA source, `anomaly-instruct` the Anomaly-Instruct source."""
+    source_shares: dict[str, float] = field(default_factory=dict)
+    """Per mixture source (general, vqa, anomaly-instruct) fed by `sources`: the share of its samples they
+    give (default 1: they replace the stand-in; 0.5: half theirs, half the procedural/rule-based one)."""
+    eval_images: int = 64
+    num_workers: int = 0
 
 
 def category_split(cfg: DataSection) -> tuple[CategorySplit, TextureBank | None]:
