@@ -269,3 +269,86 @@ def test_help_shows_no_odd_type_labels():
         res = runner.invoke(app, args, env={"COLUMNS": "200"})
         assert res.exit_code == 0, res.output
         assert "<bool>" not in res.output and "list[" not in res.output, (args, res.output)
+
+
+# ---- sharded over processes ---------------------------------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch_two(*args: str) -> None:
+    """Two CPU processes through accelerate's torchrun-based launcher (`--cpu` would start one)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true",
+           "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "--main_process_port", str(_free_port()), "-m", "agvas.cli", "segment", *args],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def five_images(tmp_path) -> Path:
+    folder = tmp_path / "five"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 48 + 8 * i, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / "sub" / "img0.png")  # same stem
+    return folder
+
+
+def test_two_processes_write_what_one_writes_and_a_killed_shard_resumes(checkpoint, five_images, tmp_path):
+    inputs = [str(five_images / "img*.png"), str(five_images / "sub")]
+    common = ["--checkpoint", str(checkpoint), "--batch-size", "1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    res = runner.invoke(app, ["segment", *inputs, *common, "--out", str(one), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    _launch_two(*inputs, *common, "--out", str(two))
+    assert (two / "results.jsonl").read_text() == (one / "results.jsonl").read_text()
+    assert not list(two.glob("results.rank-*")) and not list(two.glob(".agvas*.lock"))
+    for record in _records(one):  # the same names, and the same pictures
+        for key in ("mask", "heat", "overlay"):
+            assert (two / record[key]).read_bytes() == (one / record[key]).read_bytes()
+
+    # a killed sharded run: rank 1 finished one of its images, rank 0 none; the rerun does only the rest
+    records = _records(two)
+    (two / "results.jsonl").unlink()
+    kept = records[1]  # input 1 belongs to rank 1
+    (two / "results.rank-001-of-002.jsonl").write_text(json.dumps(kept) + "\n")
+    for record in records:
+        if record is not kept:
+            for key in ("mask", "heat", "overlay"):
+                (two / record[key]).unlink()
+    stamp = (two / kept["mask"]).stat().st_mtime_ns
+    _launch_two(*inputs, *common, "--out", str(two))
+    assert (two / "results.jsonl").read_text() == (one / "results.jsonl").read_text()
+    assert (two / kept["mask"]).stat().st_mtime_ns == stamp  # not redone
+
+
+def test_one_process_folds_in_the_shards_of_a_killed_sharded_run(checkpoint, five_images, tmp_path):
+    out = tmp_path / "out"
+    args = ["segment", str(five_images / "img*.png"), "--checkpoint", str(checkpoint), "--out", str(out),
+            "--device", "cpu", "--batch-size", "1"]
+    assert runner.invoke(app, args).exit_code == 0
+    records = _records(out)
+    (out / "results.jsonl").write_text(json.dumps(records[0]) + "\n")
+    (out / "results.rank-001-of-002.jsonl").write_text(json.dumps(records[3]) + "\n" + '{"path": "half')
+    for record in records[1:3]:
+        (out / record["mask"]).unlink()
+    stamps = {r["path"]: (out / r["mask"]).stat().st_mtime_ns for r in (records[0], records[3])}
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "2 already done" in res.output, res.output
+    assert not list(out.glob("results.rank-*"))
+    by_path = {r["path"]: r for r in records}  # every record back, the redone ones equal to the first run's
+    assert {r["path"]: r for r in _records(out)} == by_path and len(_records(out)) == len(records)
+    assert all((out / r["mask"]).stat().st_mtime_ns == stamps[r["path"]] for r in (records[0], records[3]))

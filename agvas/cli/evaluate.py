@@ -33,7 +33,8 @@ from agvas.io import DEFAULT_MAX_PIXELS
 from agvas.modes import EXPECTATION_MODE, MODES_TEXT
 
 if TYPE_CHECKING:
-    from agvas.evaluate.runner import Distributed, EvalSettings
+    from agvas.evaluate.runner import EvalSettings
+    from agvas.infer.distributed import Distributed
 
 DEFAULT_OUT = Path("eval_out")
 DEFAULT_COMPARE_OUT = Path("eval_compare")
@@ -111,7 +112,7 @@ def _evaluate(data: Path, checkpoint: str | None, method_name: str, mode: str, e
               settings: EvalSettings, out: Path, device: str | None, err: Console) -> None:
     from agvas.cli.common import check_mode_flags, prepare_out
     from agvas.data.folder_lock import FolderBusyError, folder_lock
-    from agvas.evaluate.runner import Distributed
+    from agvas.infer.distributed import Distributed
     from agvas.io import quiet_bomb_warnings
 
     _check_dataset(data, settings.split, settings.allow_outside_root, err)

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agvas.cli.common import CHECKPOINT_HELP, check_mode_flags, prepare_out
-from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, output_stem
+from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, merge_results, plan_stems, shard_file
 from agvas.io import DEFAULT_MAX_PIXELS
 from agvas.modes import EXPECTATION_MODE, MODES_TEXT
 
@@ -66,8 +66,9 @@ def segment(
 ) -> None:
     """Segment anomalies; writes <stem>_mask.png (0/255), <stem>_heat.png, <stem>_overlay.png, results.jsonl."""
     from agvas.cli.model import _quiet_transformers
-    from agvas.data.folder_lock import FolderBusyError, folder_lock
+    from agvas.data.folder_lock import LOCK_FILE, FolderBusyError, folder_lock
     from agvas.infer.decision import Decision
+    from agvas.infer.distributed import Distributed
     from agvas.infer.images import expand_paths
     from agvas.io import quiet_bomb_warnings
 
@@ -81,49 +82,61 @@ def segment(
     if not found.paths:
         err.print("[red]error:[/red] no images to segment")
         raise typer.Exit(1)
+    dist = Distributed.detect()
+    if dist.world > 1 and device is None and dist.device is not None:
+        device = str(dist.device)  # one GPU per process, as accelerate assigned them
+    who = f"[rank {dist.rank}/{dist.world}] " if dist.world > 1 else ""
     prepare_out(out, err)
     try:
-        with folder_lock(out):
+        with folder_lock(out, name=LOCK_FILE if dist.is_main else f".agvas.rank-{dist.rank:03d}.lock"):
             done, skipped = _run(found.paths, len(found.problems), out, failures, err, overwrite=overwrite,
                                  load=lambda: (_quiet_transformers(), load_segmenter(checkpoint, device, err))[1],
                                  options={"instruction": instruction, "mode": mode, "expectation": expectation,
                                           "max_new_tokens": max_new_tokens,
                                           "decision": Decision(threshold, min_area)},
-                                 batch_size=batch_size, max_pixels=max_pixels)
+                                 batch_size=batch_size, max_pixels=max_pixels, dist=dist)
+            if dist.world > 1:
+                dist.barrier()  # every shard file is complete
+                if dist.is_main:
+                    merge_results(out, [str(p.resolve()) for p in found.paths])
     except FolderBusyError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}")
+        err.print(f"[red]error:[/red] {who}{escape(str(e))}")
         raise typer.Exit(2) from None
     if skipped:
-        err.print(f"{skipped} already done in {escape(str(out))} (kept; --overwrite redoes them)")
-    err.print(f"{done} image(s) segmented into {escape(str(out))}; {len(failures)} failed")
+        err.print(f"{who}{skipped} already done in {escape(str(out))} (kept; --overwrite redoes them)")
+    err.print(f"{who}{done} image(s) segmented into {escape(str(out))}; {len(failures)} failed")
     if failures:
         raise typer.Exit(1)
 
 
 def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err: Console, *, overwrite: bool,
-         load: Callable[[], Any], options: dict[str, Any], batch_size: int, max_pixels: int) -> tuple[int, int]:
-    """Segment `paths` into the locked `out`; returns (segmented, skipped as already done).
+         load: Callable[[], Any], options: dict[str, Any], batch_size: int, max_pixels: int,
+         dist: Any) -> tuple[int, int]:
+    """Segment this process's share of `paths` into the locked `out`; returns (segmented, skipped as done).
 
-    The progress bar counts every input given, the ones already reported as problems included, so three
-    paths of which one is missing show 3/3 at the end rather than 2/2. The model is loaded only when
-    some image needs it.
+    Rank r of W takes inputs r, r+W, ... of the whole list, so the split never depends on how far the
+    other processes are. The progress bar counts every input given, the ones already reported as
+    problems included, so three paths of which one is missing show 3/3 at the end rather than 2/2. The
+    model is loaded only when some image needs it.
     """
     from agvas.infer.images import ImageLoadError, load_image
     from agvas.infer.isolation import run_isolated
 
-    log = ResultsLog(out)
+    log = ResultsLog(out, None if dist.world == 1 else shard_file(dist.rank, dist.world))
     try:
-        taken = {Path(r["mask"]).name.removesuffix("_mask.png"): p for p, r in log.records.items() if "mask" in r}
         keyed = [(path, str(path.resolve())) for path in paths]
+        stems = plan_stems(keyed, log.records)
+        mine = keyed[dist.rank::dist.world]
         decision = options["decision"]
         settings = {"mode": options["mode"], "threshold": decision.threshold, "min_area": decision.min_area}
-        todo = [(path, key) for path, key in keyed if overwrite or not is_done(out, log.records.get(key), settings)]
+        todo = [(path, key) for path, key in mine if overwrite or not is_done(out, log.records.get(key), settings)]
         done = 0
+        problems = n_problems if dist.is_main else 0
         progress = Progress(TextColumn("segment"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=err)
         with progress:
-            task = progress.add_task("segment", total=len(paths) + n_problems,
-                                     completed=n_problems + len(paths) - len(todo))
+            task = progress.add_task("segment", total=len(mine) + problems,
+                                     completed=problems + len(mine) - len(todo))
             segmenter = load() if todo else None
 
             def run_batch(batch: list[tuple[Path, str, object]]) -> list:
@@ -151,19 +164,19 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
                     progress.advance(task)
                     if result is None:
                         continue
-                    log.add(_save(out, path, key, image, result, taken))
+                    log.add(_save(out, key, image, result, stems[key]))
                     if not result.anchors_found:
                         err.print(f"[yellow]note[/yellow] {escape(str(path))}: {result.note}")
                     done += 1
     finally:
         log.close()
-    return done, len(paths) - len(todo)
+    return done, len(mine) - len(todo)
 
 
-def _save(out: Path, path: Path, key: str, image, result, taken: dict[str, str]) -> dict:
+def _save(out: Path, key: str, image, result, stem: str) -> dict:
     from agvas.infer.render import save_result_images
 
-    names = save_result_images(out, output_stem(path, key, taken), image, result)
+    names = save_result_images(out, stem, image, result)
     record = result.summary()
     record["path"] = key
     record.update(names)

@@ -33,15 +33,16 @@ def _owner(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike, flag: str = "--out") -> Iterator[Path]:
+def folder_lock(folder: str | os.PathLike, flag: str = "--out", name: str = LOCK_FILE) -> Iterator[Path]:
     """Hold `folder`'s lock for the `with` block (the folder is created if needed).
 
     Raises FolderBusyError, naming the run that holds it and `flag` (the option that chose the folder),
-    when another live process holds it.
+    when another live process holds it. `name`: the lock file; the processes of one sharded run hold
+    one each (the first the plain one, so a single run into the same folder is still refused).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_FILE
+    path = folder / name
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -21,7 +21,7 @@ import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from PIL import Image
 from agvas.data.meta import Entry, check_inside_root, load_meta, load_sample
 from agvas.evaluate.methods import Method, Prediction
 from agvas.evaluate.metrics import CategoryAccumulator, mean_over_categories
+from agvas.infer.distributed import Distributed
 from agvas.infer.isolation import run_isolated
 from agvas.io import DataError, atomic_write_bytes
 
@@ -69,41 +70,6 @@ class EvalSettings:
     """The cut on P that makes the masks (None: the method's own, the paper's 0.5)."""
     min_area: float = 0.0
     """AG-VAS only: masks covering less than this share of the image are emptied (`agvas.infer.decision`)."""
-
-
-@dataclass
-class Distributed:
-    """Who we are among the processes of one evaluation, and how to wait for the others."""
-
-    rank: int = 0
-    world: int = 1
-    barrier: Callable[[], None] = field(default=lambda: None, repr=False)
-    device: Any = None
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def detect(cls) -> Distributed:
-        """From the launcher's environment (`accelerate launch`, torchrun); one process otherwise.
-
-        accelerate is only imported when several processes run, which keeps single runs light. A bare
-        `PartialState()` ignores ACCELERATE_USE_CPU (only `Accelerator` reads it) and, without a GPU, would
-        silently give every worker the whole dataset; so CPU is asked for explicitly, and a process count
-        that disagrees with the launcher's is an error rather than W identical runs racing on one folder.
-        """
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch
-        from accelerate import PartialState
-        from accelerate.utils import parse_flag_from_env
-
-        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
-        if state.num_processes != world:
-            raise RuntimeError(f"launched as {world} processes but accelerate set up {state.num_processes}")
-        return cls(state.process_index, state.num_processes, state.wait_for_everyone, state.device)
 
 
 @dataclass
