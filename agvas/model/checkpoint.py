@@ -37,6 +37,11 @@ def save_checkpoint(model: AGVASModel, folder: str | Path) -> Path:
     from agvas.model.agvas import save_added_weights
 
     folder = Path(folder)
+    if not model.backbone_paths and not model.config.train_backbones:
+        # Its config names hub ids whose real weights are not the ones this model holds.
+        raise ValueError("this model's frozen backbones were built in memory (random-init) and are not on disk: "
+                         "its checkpoint could not be loaded with the same backbones. Build it with "
+                         "build_model(..., random_init=True, backbone_dir=DIR) to write them first")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
