@@ -73,7 +73,8 @@ class RandomBackbones:
 
 def _spec(hub_id: str, size: int) -> ImageSpec:
     proc = IMAGE_PROCESSORS[hub_id]
-    return ImageSpec(size, tuple(proc["image_mean"]), tuple(proc["image_std"]))
+    return ImageSpec(size, tuple(proc["image_mean"]), tuple(proc["image_std"]),
+                     {2: "bilinear", 3: "bicubic"}[proc["resample"]])
 
 
 def random_backbones(lmm_id: str, sam_id: str, device: str | torch.device = "cpu",
