@@ -6,6 +6,7 @@ import typer
 
 from agvas.cli import bench as bench_cli
 from agvas.cli import chat as chat_cli
+from agvas.cli import check as check_cli
 from agvas.cli import data as data_cli
 from agvas.cli import evaluate as eval_cli
 from agvas.cli import help_labels
@@ -25,6 +26,7 @@ app.command("chat")(chat_cli.chat)
 app.command("bench")(bench_cli.bench)
 app.command("serve")(serve_cli.serve)
 app.command("eval")(eval_cli.evaluate)
+app.command("check")(check_cli.check)
 
 
 def main() -> None:

@@ -18,6 +18,9 @@ def bench(
     device: str | None = typer.Option(None, help="cpu, cuda, ... [default: cuda if available]"),
     dtype: str | None = typer.Option(None, help="bf16, fp16 or fp32 [default: bf16 on CUDA, fp32 on CPU]"),
     repeats: int = typer.Option(3, min=1, help="repeats of the throughput runs (median)"),
+    preset: str | None = typer.Option(None, help="benchmark an untrained preset (same as --checkpoint PRESET)"),
+    random_init: bool = typer.Option(False, "--random-init", help="with a real preset: its published "
+                                     "architecture with random weights, no download (real input sizes)"),
     serve_load: bool = typer.Option(False, "--serve-load", help="also load-test `agvas serve` in-process on a "
                                                                 "loopback port: 8 clients, 200 requests (p50/p95)"),
 ) -> None:
@@ -31,7 +34,9 @@ def bench(
 
     err = Console(stderr=True)
     _quiet_transformers()
-    segmenter = load_segmenter(checkpoint, device, err, dtype)
+    if preset is not None and checkpoint is not None:
+        raise typer.BadParameter("give --preset or --checkpoint, not both")
+    segmenter = load_segmenter(preset or checkpoint, device, err, dtype, random_init=random_init)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err) as bar:
         task = bar.add_task(f"benchmarking {images} image(s) of {size}x{size}: loading",

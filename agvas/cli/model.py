@@ -11,6 +11,8 @@ from rich.console import Console
 from agvas.model.config import PRESETS, VARIANTS
 
 app = typer.Typer(no_args_is_help=True)
+CPU_SIZED = ("tiny", "llava-ov-0.5b")
+"""Presets whose random-init build fits this kind of machine's memory in fp32; the rest go to meta."""
 console = Console()
 
 
@@ -28,6 +30,10 @@ def info(
     lmm: str | None = typer.Option(None, help="LLaVA-family checkpoint folder (real presets)"),
     sam: str | None = typer.Option(None, help="SAM checkpoint folder (real presets)"),
     save: Path | None = typer.Option(None, help="also save the freshly built model as a checkpoint here"),
+    random_init: bool = typer.Option(False, "--random-init", help="real preset from the shipped architecture, "
+                                     "random weights, no download"),
+    device: str | None = typer.Option(None, help="with --random-init: cpu or meta (parameter table only) "
+                                      "[default: cpu for tiny and llava-ov-0.5b, meta for the larger ones]"),
 ) -> None:
     """Build a model and print its parameter table (and one forward pass's time for a 256x256 image)."""
     _quiet_transformers()
@@ -39,9 +45,18 @@ def info(
 
     if preset not in PRESETS or variant not in VARIANTS:
         raise typer.BadParameter(f"preset must be one of {list(PRESETS)}, variant one of {list(VARIANTS)}")
+    device = device or ("cpu" if not random_init or preset in CPU_SIZED else "meta")
+    if save is not None and device == "meta":
+        raise typer.BadParameter("a model on the meta device has no weights to save; use --device cpu")
+    # Random backbones of a saved checkpoint must be on disk for it to load: next to it, not inside it.
+    backbones = save.parent / f"{save.name}-backbones" if save is not None and random_init else None
     with console.status(f"building {preset}/{variant} ..."):
-        model = build_model(preset, variant, lmm=lmm, sam=sam).eval()
-    console.print(parameter_table(model, f"AG-VAS {preset}/{variant}"))
+        model = build_model(preset, variant, lmm=lmm, sam=sam, random_init=random_init, device=device,
+                            backbone_dir=backbones).eval()
+    suffix = " (random init, meta device)" if device == "meta" else " (random init)" if random_init else ""
+    console.print(parameter_table(model, f"AG-VAS {preset}/{variant}{suffix}"))
+    if device == "meta":
+        return
     conversation = [{"role": "user", "content": f"{IMAGE_PLACEHOLDER}\n{DIRECT_INSTRUCTION}"},
                     {"role": "assistant", "content": direct_answer(model.config.anchors)}]
     image = torch.zeros(3, 256, 256, dtype=torch.uint8)

@@ -26,7 +26,8 @@ from agvas.modes import EXPECTATION_MODE, MODES_TEXT
 __all__ = ["RESULTS_FILE", "load_segmenter", "segment"]
 
 
-def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dtype: str | None = None):
+def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dtype: str | None = None,
+                   random_init: bool = False):
     """The Segmenter, or exit 2 with the loader's message (which says how to get a checkpoint);
     the untrained-preset warning is shown as a console line rather than a Python warning."""
     import warnings
@@ -36,7 +37,7 @@ def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dty
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            segmenter = Segmenter.from_pretrained(checkpoint, device=device, dtype=dtype)
+            segmenter = Segmenter.from_pretrained(checkpoint, device=device, dtype=dtype, random_init=random_init)
         except (OSError, ValueError, RuntimeError) as e:
             err.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from None

@@ -64,13 +64,17 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def load_model(path_or_preset: str | Path | None, dtype: torch.dtype,
-               cache_dir: str | Path | None = None) -> tuple[AGVASModel, str]:
+               cache_dir: str | Path | None = None, random_init: bool = False) -> tuple[AGVASModel, str]:
     """The model and a description of where it came from.
 
     A string that is a preset name and not an existing folder builds that preset with random AG-VAS
     weights (and warns); an `owner/name` that is not a folder is a Hub id (`hub_checkpoint`, read from
-    `cache_dir` or the Hub's default cache); anything else must be a checkpoint folder.
+    `cache_dir` or the Hub's default cache); anything else must be a checkpoint folder. `random_init`
+    makes a real preset's backbones random too, from the shipped architectures (no download), for
+    measuring at real size.
     """
+    if random_init and (path_or_preset is None or str(path_or_preset) not in PRESETS):
+        raise ValueError(f"random_init needs a preset name ({', '.join(PRESETS)}), got {path_or_preset!r}")
     if path_or_preset is None:
         path = DEFAULT_CHECKPOINT
         if not (path / CONFIG_FILE).is_file():
@@ -88,7 +92,9 @@ def load_model(path_or_preset: str | Path | None, dtype: torch.dtype,
         warnings.warn(f"preset {text!r} builds an UNTRAINED model with random AG-VAS weights: its masks and "
                       "answers are meaningless (load a trained checkpoint folder for real use)",
                       UntrainedModelWarning, stacklevel=3)
-        return build_model(text, dtype=dtype), f"preset:{text} (untrained)"
+        where = f"preset:{text} (untrained{', random-init backbones' if random_init else ''})"
+        extra = {"random_init": True} if random_init else {}
+        return build_model(text, dtype=dtype, **extra), where
     path = Path(text)
     if not path.exists() and HUB_ID.match(text):
         folder = hub_checkpoint(text, cache_dir)

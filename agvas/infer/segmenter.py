@@ -94,14 +94,16 @@ class Segmenter:
     @classmethod
     def from_pretrained(cls, path_or_preset: str | Path | None = None, device: str | torch.device | None = None,
                         dtype: str | torch.dtype | None = None, load_in_8bit: bool = False,
-                        load_in_4bit: bool = False, cache_dir: str | Path | None = None) -> Segmenter:
+                        load_in_4bit: bool = False, cache_dir: str | Path | None = None,
+                        random_init: bool = False) -> Segmenter:
         """A checkpoint folder (default: checkpoints/agvas-tiny of the repository), a Hub id (`owner/name`,
-        cached in `cache_dir` or the Hub's default cache) or a preset name (untrained, with a warning).
+        cached in `cache_dir` or the Hub's default cache) or a preset name (untrained, with a warning;
+        `random_init` also draws a real preset's backbones at random, offline).
         8/4-bit applies to the LLM only and needs CUDA + bitsandbytes."""
         dev = resolve_device(device)
         quant = quantization_config(load_in_8bit, load_in_4bit, dev)  # fail before loading anything
         dt = resolve_dtype(dtype, dev) if quant is None else torch.bfloat16
-        model, where = load_model(path_or_preset, dt, cache_dir)
+        model, where = load_model(path_or_preset, dt, cache_dir, random_init=random_init)
         if hasattr(model.lmm, "merge_and_unload"):  # LoRA folded into the weights: no adapter cost per token
             model.lmm = model.lmm.merge_and_unload()
         if quant is not None:

@@ -109,12 +109,25 @@ class AGVASModel(nn.Module):
         sam = backbones.load_sam(sam_path, dtype)
         tok_path = str(base) if base is not None and (base / "tokenizer_config.json").exists() else lmm_path
         tokenizer = backbones.load_tokenizer(tok_path, lmm.config.model_type)
+        model = cls.assemble(config, lmm, sam, tokenizer, backbones.semantic_image_spec(lmm, lmm_path),
+                             backbones.pixel_image_spec(sam.config.vision_config.image_size, sam_path),
+                             adapter_dir)
+        model.backbone_paths = {"lmm": lmm_path, "sam": sam_path}
+        return model.to(dtype)
+
+    @classmethod
+    def assemble(cls, config: AGVASConfig, lmm: nn.Module, sam: nn.Module, tokenizer,
+                 semantic_spec: backbones.ImageSpec, pixel_spec: backbones.ImageSpec,
+                 adapter_dir: str | Path | None = None) -> AGVASModel:
+        """Backbones already in memory -> AG-VAS: anchors added, AGMD initialised, training policy applied.
+
+        Separate from `build` so that backbones made without files (random-init, on the meta device) go
+        through the same steps as loaded ones; under `torch.device("meta")` nothing is allocated.
+        """
         add_anchor_tokens(tokenizer)
         if lmm.get_input_embeddings().num_embeddings < len(tokenizer):
             lmm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-        model = cls(config, lmm, sam, tokenizer, backbones.semantic_image_spec(lmm, lmm_path),
-                    backbones.pixel_image_spec(sam.config.vision_config.image_size, sam_path))
-        model.backbone_paths = {"lmm": lmm_path, "sam": sam_path}
+        model = cls(config, lmm, sam, tokenizer, semantic_spec, pixel_spec)
         if config.init_decoder_from_sam and adapter_dir is None:
             model.decoder.load_sam_mask_decoder(sam.mask_decoder, sam.shared_image_embedding.positional_embedding,
                                                 sam.prompt_encoder.no_mask_embed.weight)
@@ -122,7 +135,7 @@ class AGVASModel(nn.Module):
             with torch.no_grad():
                 model.decoder.pe.positional_embedding.copy_(sam.shared_image_embedding.positional_embedding)
         model.apply_training_policy(adapter_dir)
-        return model.to(dtype)
+        return model
 
     def apply_training_policy(self, adapter_dir: str | Path | None = None) -> None:
         """Random backbones train whole; real ones are frozen and the LLM gets LoRA + anchor-token rows."""
@@ -320,18 +333,31 @@ class AGVASModel(nn.Module):
         return mods
 
     def parameter_table(self) -> list[tuple[str, int, int]]:
-        """(part, parameters, trainable parameters) for each part of the model."""
+        """(part, parameters, trainable parameters) for each part of the model, each parameter counted once.
+
+        A tied LM head is the input embedding matrix itself: its row counts only what the LLM's row did
+        not, so the rows add up to the unique total (`numel` of each distinct tensor). Identity, not
+        data_ptr, decides sameness: on the meta device every tensor's data_ptr is 0.
+        """
         parts: dict[str, nn.Module] = {
             "semantic encoder (vision tower + projector)": self.semantic_encoder,
             "pixel encoder (SAM image encoder)": self.pixel_encoder,
             "LLM (embeddings, layers, LoRA)": self.language_model,
+            "LM head": self.lm_head,
             **{name: m for name, m in self.added_modules().items()},
         }
-        rows = [(n, sum(p.numel() for p in m.parameters()),
-                 sum(p.numel() for p in m.parameters() if p.requires_grad)) for n, m in parts.items()]
-        lm_head = self.lm_head
-        rows.insert(3, ("LM head", sum(p.numel() for p in lm_head.parameters()),
-                        sum(p.numel() for p in lm_head.parameters() if p.requires_grad)))
+        seen: set[int] = set()
+        rows = []
+        for name, module in parts.items():
+            own = [p for p in module.parameters() if id(p) not in seen]
+            seen.update(id(p) for p in own)
+            if name == "LM head" and not own and any(True for _ in module.parameters()):
+                name = "LM head (tied to the input embeddings)"
+            rows.append((name, sum(p.numel() for p in own), sum(p.numel() for p in own if p.requires_grad)))
+        rest = [p for p in self.parameters() if id(p) not in seen]  # e.g. LLaVA-OV's anyres image_newline
+        if rest:
+            rows.append(("other backbone parameters (unused here)", sum(p.numel() for p in rest),
+                         sum(p.numel() for p in rest if p.requires_grad)))
         return rows
 
     # ---- save / load ------------------------------------------------------------------------------

@@ -92,6 +92,15 @@ class ImageSpec:
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resample: str = "bilinear"
+    """torch's name for the processor's PIL filter; the encoder was trained on images resized with it."""
+
+
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's BILINEAR, BICUBIC
+
+
+def _resample(proc, default: str) -> str:
+    return _RESAMPLE.get(int(getattr(proc, "resample", None) or 0), default)
 
 
 def _processor(path: str):
@@ -108,7 +117,7 @@ def semantic_image_spec(lmm: PreTrainedModel, path: str) -> ImageSpec:
     size = int(lmm.config.vision_config.image_size)
     mean = tuple(getattr(proc, "image_mean", None) or (0.5, 0.5, 0.5))
     std = tuple(getattr(proc, "image_std", None) or (0.5, 0.5, 0.5))
-    return ImageSpec(size, mean, std)
+    return ImageSpec(size, mean, std, _resample(proc, "bicubic"))
 
 
 def pixel_image_spec(size: int, path: str) -> ImageSpec:

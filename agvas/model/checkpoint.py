@@ -57,6 +57,11 @@ def _copy_image_processor(src: str, dst: Path) -> None:
 def save_checkpoint(model: Checkpointable, folder: str | Path) -> Path:
     """Write `folder` whole or not at all (see the module's docstring for its layout)."""
     folder = Path(folder)
+    if not model.backbone_paths and not model.config.train_backbones:
+        # Its config names hub ids whose real weights are not the ones this model holds.
+        raise ValueError("this model's frozen backbones were built in memory (random-init) and are not on disk: "
+                         "its checkpoint could not be loaded with the same backbones. Build it with "
+                         "build_model(..., random_init=True, backbone_dir=DIR) to write them first")
     with atomic_folder(folder) as tmp:
         config = model.config
         if config.train_backbones:

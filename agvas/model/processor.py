@@ -150,8 +150,9 @@ class AGVASProcessor:
             h, w = x.shape[-2:]
             original.append((h, w))
             s = self.semantic.size
-            sem.append(self._normalise(F.interpolate(x, (s, s), mode="bilinear", antialias=True,
-                                                     align_corners=False), self.semantic))
+            # The checkpoint's filter (SigLIP/CLIP: bicubic), clamped as PIL's uint8 output is.
+            squashed = F.interpolate(x, (s, s), mode=self.semantic.resample, antialias=True, align_corners=False)
+            sem.append(self._normalise(squashed.clamp(0, 1), self.semantic))
             scale = side / max(h, w)
             nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
             resized.append((nh, nw))

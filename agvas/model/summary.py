@@ -8,6 +8,7 @@ from agvas.model.agvas import AGVASModel
 
 
 def parameter_table(model: AGVASModel, title: str) -> Table:
+    """Rows count each tensor once (a tied LM head adds nothing), so the total is the unique count."""
     table = Table(title=title)
     table.add_column("part")
     table.add_column("parameters", justify="right")
@@ -18,5 +19,5 @@ def parameter_table(model: AGVASModel, title: str) -> Table:
         total += n
         trainable += t
     table.add_section()
-    table.add_row("total", f"{total:,}", f"{trainable:,}")
+    table.add_row("total (unique)", f"{total:,}", f"{trainable:,}")
     return table

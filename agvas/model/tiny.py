@@ -29,6 +29,7 @@ from transformers import (
     SamVisionConfig,
     SiglipVisionConfig,
 )
+from transformers.image_utils import PILImageResampling
 from transformers.models.sam.image_processing_pil_sam import SamImageProcessorPil
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
@@ -156,8 +157,9 @@ def write_tiny_backbones(folder: str | Path, seed: int = 0) -> tuple[Path, Path]
     lmm.save_pretrained(lmm_dir)
     tokenizer.save_pretrained(lmm_dir)
     size = lmm.config.vision_config.image_size
-    SiglipImageProcessorPil(size={"height": size, "width": size}, image_mean=[0.5] * 3,
-                         image_std=[0.5] * 3).save_pretrained(lmm_dir)
+    # Bilinear, not SigLIP's bicubic: the shipped tiny checkpoint was trained so, and the filter is read from here.
+    SiglipImageProcessorPil(size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                            resample=PILImageResampling.BILINEAR).save_pretrained(lmm_dir)
     sam.save_pretrained(sam_dir)
     side = sam.config.vision_config.image_size
     SamImageProcessorPil(size={"longest_edge": side}, pad_size={"height": side, "width": side}).save_pretrained(sam_dir)
