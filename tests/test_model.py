@@ -57,6 +57,16 @@ def test_forward_shapes_and_mask_is_thresholded_fusion(tiny):
     assert p.min() >= 0 and p.max() <= 1
 
 
+def test_a_bf16_model_takes_the_processors_fp32_pixels(tiny_backbones):
+    """DeepSpeed casts the whole model to bf16 and does not autocast: the fp32 pixels of the processor must
+    still go through both encoders (a dtype clash in SAM's patch embedding otherwise) and give a loss."""
+    model = build(preset_config("tiny"), tiny_backbones).to(torch.bfloat16)
+    batch = batch_for(model, n=2, size=64)
+    assert batch["semantic_pixels"].dtype == torch.float32
+    out = model(**batch)
+    assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.loss.float())
+
+
 def test_fusion_weights():
     seg, nor, ano = torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([-1.0])
     p, p_seg, p_ano = fuse(seg, nor, ano, alpha=0.25)

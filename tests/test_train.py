@@ -191,3 +191,17 @@ def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, t
     path = recipe(tmp_path, model={"preset": "tiny", "variant": "lisa", "init_from": str(first)})
     with pytest.raises(ValueError, match="tiny/agvas checkpoint, but the recipe names tiny/lisa"):
         initial_model(load_train_config(path))
+
+
+@pytest.mark.parametrize("config", ["zero2.json", "zero3.json"])
+def test_deepspeed_gets_the_recipes_micro_batch(tmp_path, config):
+    """The shipped DeepSpeed configs say "auto", which accelerate resolves only from a prepared DataLoader;
+    the loop prepares none, so without this accelerate.prepare refuses to start."""
+    from agvas.train.loop import deepspeed_plugin
+
+    path = recipe(tmp_path, micro_batch=2, global_batch=8,
+                  deepspeed=str(Path(__file__).parents[1] / "configs" / "deepspeed" / config))
+    plugin = deepspeed_plugin(load_train_config(path), accum=4)
+    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 2
+    assert not plugin.is_auto("train_micro_batch_size_per_gpu")
+    assert plugin.deepspeed_config["gradient_accumulation_steps"] == 4

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from agvas.cli.common import CHECKPOINT_HELP
+from agvas.cli.common import CHECKPOINT_HELP, CPU_INT8_HELP
 
 
 def bench(
@@ -21,6 +21,7 @@ def bench(
     preset: str | None = typer.Option(None, help="benchmark an untrained preset (same as --checkpoint PRESET)"),
     random_init: bool = typer.Option(False, "--random-init", help="with a real preset: its published "
                                      "architecture with random weights, no download (real input sizes)"),
+    cpu_int8: bool = typer.Option(False, "--cpu-int8", help=CPU_INT8_HELP),
     serve_load: bool = typer.Option(False, "--serve-load", help="also load-test `agvas serve` in-process on a "
                                                                 "loopback port: 8 clients, 200 requests (p50/p95)"),
 ) -> None:
@@ -36,7 +37,7 @@ def bench(
     _quiet_transformers()
     if preset is not None and checkpoint is not None:
         raise typer.BadParameter("give --preset or --checkpoint, not both")
-    segmenter = load_segmenter(preset or checkpoint, device, err, dtype, random_init=random_init)
+    segmenter = load_segmenter(preset or checkpoint, device, err, dtype, random_init=random_init, cpu_int8=cpu_int8)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err) as bar:
         task = bar.add_task(f"benchmarking {images} image(s) of {size}x{size}: loading",

@@ -11,6 +11,8 @@ from rich.markup import escape
 from agvas.modes import EXPECTATION_HELP, EXPECTATION_MODE, needs_expectation
 
 CHECKPOINT_HELP = "checkpoint folder, Hub id (owner/name) or preset name [default: checkpoints/agvas-tiny]"
+CPU_INT8_HELP = ("CPU only: run the LLM and the semantic encoder in dynamic int8 (faster at real size; masks "
+                 "close to fp32's, not equal: see the README's speed section)")
 
 
 def check_mode_flags(mode: str, expectation: str | None, err: Console) -> None:

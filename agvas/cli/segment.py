@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agvas.cli.common import CHECKPOINT_HELP, check_mode_flags, prepare_out
+from agvas.cli.common import CHECKPOINT_HELP, CPU_INT8_HELP, check_mode_flags, prepare_out
 from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, merge_results, plan_stems, shard_file
 from agvas.io import DEFAULT_MAX_PIXELS
 from agvas.modes import EXPECTATION_MODE, MODES_TEXT
@@ -27,7 +27,7 @@ __all__ = ["RESULTS_FILE", "load_segmenter", "segment"]
 
 
 def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dtype: str | None = None,
-                   random_init: bool = False):
+                   random_init: bool = False, cpu_int8: bool = False):
     """The Segmenter, or exit 2 with the loader's message (which says how to get a checkpoint);
     the untrained-preset warning is shown as a console line rather than a Python warning."""
     import warnings
@@ -37,7 +37,8 @@ def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dty
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            segmenter = Segmenter.from_pretrained(checkpoint, device=device, dtype=dtype, random_init=random_init)
+            segmenter = Segmenter.from_pretrained(checkpoint, device=device, dtype=dtype, random_init=random_init,
+                                                  cpu_int8=cpu_int8)
         except (OSError, ValueError, RuntimeError) as e:
             err.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from None
@@ -64,6 +65,7 @@ def segment(
     threshold: float = typer.Option(0.5, min=0.0, max=0.999, help="cut on P for the mask (the paper's 0.5)"),
     min_area: float = typer.Option(0.0, "--min-area", min=0.0, max=0.999,
                                    help="empty masks covering less than this share of the image (0: off)"),
+    cpu_int8: bool = typer.Option(False, "--cpu-int8", help=CPU_INT8_HELP),
 ) -> None:
     """Segment anomalies; writes <stem>_mask.png (0/255), <stem>_heat.png, <stem>_overlay.png, results.jsonl."""
     from agvas.cli.model import _quiet_transformers
@@ -91,7 +93,8 @@ def segment(
     try:
         with folder_lock(out, name=LOCK_FILE if dist.is_main else f".agvas.rank-{dist.rank:03d}.lock"):
             done, skipped = _run(found.paths, len(found.problems), out, failures, err, overwrite=overwrite,
-                                 load=lambda: (_quiet_transformers(), load_segmenter(checkpoint, device, err))[1],
+                                 load=lambda: (_quiet_transformers(), load_segmenter(checkpoint, device, err,
+                                                                                      cpu_int8=cpu_int8))[1],
                                  options={"instruction": instruction, "mode": mode, "expectation": expectation,
                                           "max_new_tokens": max_new_tokens,
                                           "decision": Decision(threshold, min_area)},

@@ -73,6 +73,10 @@ def _resolve(path: str, base: Path | None) -> str:
     return path
 
 
+def _weights_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
 class AGVASModel(nn.Module):
     def __init__(self, config: AGVASConfig, lmm: nn.Module, sam: nn.Module, tokenizer,
                  semantic_spec: backbones.ImageSpec, pixel_spec: backbones.ImageSpec) -> None:
@@ -204,8 +208,13 @@ class AGVASModel(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------------
     def encode_images(self, semantic_pixels: Tensor, sam_pixels: Tensor) -> tuple[Tensor, Tensor]:
-        """f_s (B, N_s, D_llm) and the pixel embedding f_p (B, C, h, w)."""
-        return self.semantic_encoder(semantic_pixels), self.pixel_encoder(sam_pixels)
+        """f_s (B, N_s, D_llm) and the pixel embedding f_p (B, C, h, w).
+
+        The processor makes fp32 pixels; each encoder gets them in its own weights' dtype, because DeepSpeed
+        casts the whole model to bf16 and, unlike accelerate's mixed precision, does not autocast.
+        """
+        return (self.semantic_encoder(semantic_pixels.to(_weights_dtype(self.semantic_encoder))),
+                self.pixel_encoder(sam_pixels.to(_weights_dtype(self.pixel_encoder))))
 
     def embed_inputs(self, input_ids: Tensor, f_s: Tensor, f_p: Tensor) -> Tensor:
         """Token embeddings with the image slots filled by Concat(f_s, f_align) (Eq. 3)."""

@@ -80,13 +80,19 @@ def _accelerator(cfg: TrainConfig, accum: int):
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    plugin = None
-    if cfg.deepspeed:
-        from accelerate import DeepSpeedPlugin
-
-        plugin = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed, gradient_accumulation_steps=accum,
-                                 gradient_clipping=cfg.optim.grad_clip)
+    plugin = deepspeed_plugin(cfg, accum) if cfg.deepspeed else None
     return Accelerator(gradient_accumulation_steps=accum, mixed_precision=mp, deepspeed_plugin=plugin)
+
+
+def deepspeed_plugin(cfg: TrainConfig, accum: int) -> Any:
+    """The recipe's DeepSpeed config with what accelerate cannot infer here filled in: an "auto" micro-batch
+    is resolved from a prepared DataLoader, and the loop prepares none (it feeds its own batches)."""
+    from accelerate import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin(hf_ds_config=cfg.deepspeed, gradient_accumulation_steps=accum,
+                             gradient_clipping=cfg.optim.grad_clip)
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch
+    return plugin
 
 
 def initial_model(cfg: TrainConfig) -> AGVASModel:
