@@ -11,10 +11,10 @@ The names below are loaded on first use (PEP 562), as in `agvas.model`: light he
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import agvas._shadowing  # noqa: F401 - first: says so when a folder named agvas shadows this package
+from agvas._lazy import lazy_names
 
 if TYPE_CHECKING:
     from agvas.infer.chat import ChatSession
@@ -40,9 +40,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'agvas.infer' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

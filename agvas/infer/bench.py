@@ -12,7 +12,9 @@ each other because each comes from the same measurement:
 - `fast_vs_generation_speedup` = `latency_ms.generation / latency_ms.fast`; `llm_stage_speedup` =
   `generation_stages_ms.llm / stages_ms.llm`;
 - `throughput_images_per_s[batch_b]` = N / the median over `repeats` of the wall time to segment all N
-  images at batch size b (timer removed).
+  images at batch size b (timer removed);
+- `cpu_int8`: whether the backbones ran dynamic int8 (`--cpu-int8`); `encoder_input_px`: the two encoders'
+  input sides, which (not the images' size) set the encoders' and the LLM's cost.
 
 Means, not medians, so that the stage times add up to a per-call figure. The generation path is capped
 at the direct answer's length (+ its end-of-turn token): a model that does produce the direct answer

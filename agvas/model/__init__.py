@@ -6,8 +6,9 @@ help text, and importing the network here would load torch and transformers (~7 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agvas._lazy import lazy_names
 
 if TYPE_CHECKING:
     from agvas.model.agvas import AGVASModel, AGVASOutput, fuse
@@ -22,9 +23,4 @@ _WHERE = {
 __all__ = ["AGVASConfig", "AGVASModel", "AGVASOutput", "PRESETS", "VARIANTS", "fuse", "preset_config"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'agvas.model' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _WHERE)

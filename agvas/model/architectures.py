@@ -29,43 +29,35 @@ _SIGLIP_SO400M_384 = {
     "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "vision_use_head": False,
 }
 
+
+def _onevision(tie: bool, **text: Any) -> dict[str, Any]:
+    """A LLaVA-OneVision config: the fields both published sizes share, and its Qwen2's own sizes."""
+    return {
+        "model_type": "llava_onevision",
+        "image_token_index": 151646, "video_token_index": 151647,
+        "projector_hidden_act": "gelu", "vision_feature_layer": -1, "vision_feature_select_strategy": "full",
+        "vision_aspect_ratio": "anyres_max_9", "image_grid_pinpoints": _OV_PINPOINTS,
+        "tie_word_embeddings": tie,
+        "vision_config": _SIGLIP_SO400M_384,
+        "text_config": {
+            "model_type": "qwen2", "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000.0, "use_sliding_window": False, "max_window_layers": text["num_hidden_layers"],
+            "tie_word_embeddings": tie, "bos_token_id": 151643, "eos_token_id": 151645, **text,
+        },
+    }
+
+
 LMM_ARCHITECTURES: dict[str, dict[str, Any]] = {
     # https://huggingface.co/llava-hf/llava-onevision-qwen2-0.5b-ov-hf/blob/main/config.json
-    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": {
-        "model_type": "llava_onevision",
-        "image_token_index": 151646, "video_token_index": 151647,
-        "projector_hidden_act": "gelu", "vision_feature_layer": -1, "vision_feature_select_strategy": "full",
-        "vision_aspect_ratio": "anyres_max_9", "image_grid_pinpoints": _OV_PINPOINTS,
-        "tie_word_embeddings": True,
-        "vision_config": _SIGLIP_SO400M_384,
-        # Qwen/Qwen2-0.5B-Instruct
-        "text_config": {
-            "model_type": "qwen2", "vocab_size": 152000, "hidden_size": 896, "intermediate_size": 4864,
-            "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
-            "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
-            "rope_theta": 1000000.0, "use_sliding_window": False, "sliding_window": 32768,
-            "max_window_layers": 24, "tie_word_embeddings": True,
-            "bos_token_id": 151643, "eos_token_id": 151645,
-        },
-    },
+    # Qwen/Qwen2-0.5B-Instruct
+    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": _onevision(
+        tie=True, vocab_size=152000, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, sliding_window=32768),
     # https://huggingface.co/llava-hf/llava-onevision-qwen2-7b-ov-hf/blob/main/config.json
-    "llava-hf/llava-onevision-qwen2-7b-ov-hf": {
-        "model_type": "llava_onevision",
-        "image_token_index": 151646, "video_token_index": 151647,
-        "projector_hidden_act": "gelu", "vision_feature_layer": -1, "vision_feature_select_strategy": "full",
-        "vision_aspect_ratio": "anyres_max_9", "image_grid_pinpoints": _OV_PINPOINTS,
-        "tie_word_embeddings": False,
-        "vision_config": _SIGLIP_SO400M_384,
-        # Qwen/Qwen2-7B-Instruct
-        "text_config": {
-            "model_type": "qwen2", "vocab_size": 152128, "hidden_size": 3584, "intermediate_size": 18944,
-            "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
-            "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
-            "rope_theta": 1000000.0, "use_sliding_window": False, "sliding_window": 131072,
-            "max_window_layers": 28, "tie_word_embeddings": False,
-            "bos_token_id": 151643, "eos_token_id": 151645,
-        },
-    },
+    # Qwen/Qwen2-7B-Instruct
+    "llava-hf/llava-onevision-qwen2-7b-ov-hf": _onevision(
+        tie=False, vocab_size=152128, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+        num_attention_heads=28, num_key_value_heads=4, sliding_window=131072),
     # https://huggingface.co/llava-hf/llava-1.5-13b-hf/blob/main/config.json
     "llava-hf/llava-1.5-13b-hf": {
         "model_type": "llava",
