@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from agvas.cli.common import CHECKPOINT_HELP, CPU_INT8_HELP, check_mode_flags, p
 from agvas.cli.results_file import RESULTS_FILE, ResultsLog, is_done, merge_results, plan_stems, shard_file
 from agvas.io import DEFAULT_MAX_PIXELS
 from agvas.modes import EXPECTATION_MODE, MODES_TEXT
+
+if TYPE_CHECKING:
+    from agvas.infer.distributed import Distributed
 
 __all__ = ["RESULTS_FILE", "load_segmenter", "segment"]
 
@@ -115,7 +118,7 @@ def segment(
 
 def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err: Console, *, overwrite: bool,
          load: Callable[[], Any], options: dict[str, Any], batch_size: int, max_pixels: int,
-         dist: Any) -> tuple[int, int]:
+         dist: Distributed) -> tuple[int, int]:
     """Segment this process's share of `paths` into the locked `out`; returns (segmented, skipped as done).
 
     Rank r of W takes inputs r, r+W, ... of the whole list, so the split never depends on how far the

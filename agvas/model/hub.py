@@ -8,11 +8,10 @@ already in the folder is the author's own card and is kept.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from agvas.io import atomic_write_bytes
+from agvas.io import atomic_write_bytes, read_json
 from agvas.model.config import CONFIG_FILE
 
 CARD_FILE = "README.md"
@@ -20,7 +19,8 @@ TRAINING_FILE = "training.json"
 
 
 def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """A file the checkpoint may lack (training.json of a hand-saved model): absent is empty."""
+    return read_json(path) if path.is_file() else {}
 
 
 def model_card(folder: str | Path, repo_id: str) -> str:
