@@ -77,6 +77,9 @@ def test_random_init_writes_loadable_backbones_and_keeps_the_real_layout(tmp_pat
         loose.save_pretrained(tmp_path / "ckpt")
     torch.testing.assert_close(sum(p.numel() for p in loose.parameters()),
                                sum(p.numel() for p in model.parameters()))
+    # SAM's vision weights are drawn at a usable scale, not the published config's 1e-10
+    weights = [p for n, p in loose.named_parameters() if "pixel" in n and n.endswith("qkv.weight")]
+    assert weights and all(0.01 < float(w.std()) < 0.05 for w in weights)
 
 
 def test_model_info_and_bench_take_random_init(tmp_path):

@@ -207,6 +207,13 @@ def test_records_are_appended_as_images_finish(checkpoint, inputs, tmp_path, mon
     res = _segment(checkpoint, inputs / "rgb.png", "--out", out, "--overwrite")
     assert res.exit_code == 0 and (out / "rgb_mask.png").stat().st_mtime_ns != mtime
     assert len(_records(out)) == 3  # merged by path: no duplicate line
+    record = _records(out)[0]
+    assert {k: record[k] for k in ("checkpoint", "cpu_int8", "instruction")} == {
+        "checkpoint": str(checkpoint), "cpu_int8": False, "instruction": None}
+    # a result of another run is not "done": a new instruction (or checkpoint, --cpu-int8) redoes it
+    res = _segment(checkpoint, inputs / "rgb.png", "--out", out, "--instruction", "Where is the defect?")
+    assert res.exit_code == 0 and "already done" not in res.output
+    assert _records(out)[0]["instruction"] == "Where is the defect?"
 
 
 def test_a_second_run_into_the_same_out_refuses(checkpoint, inputs, tmp_path):

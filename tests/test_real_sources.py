@@ -14,9 +14,16 @@ from agvas.data.augment import RealAugment
 from agvas.data.camvid import CamVidSource, class_phrase
 from agvas.data.meta import Entry, write_meta
 from agvas.data.mixture import AnomalyInstructSource, AnomalySegSource, GeneratorPool, MetaPool, UnionPool
-from agvas.data.recipe import build_training_set, real_pools, validation_samples
+from agvas.data.recipe import (
+    build_training_set,
+    category_split,
+    photo_bank,
+    real_pools,
+    synthetic_pool,
+    validation_samples,
+)
 from agvas.io import DataError, save_mask_png, save_png
-from agvas.train.config import DataSection
+from agvas.train.config import DataSection, TrainConfig, datasets_seen
 
 
 def make_visa_like(root: Path, n_good: int = 3, n_bad: int = 2) -> Path:
@@ -148,3 +155,29 @@ def test_validation_samples_take_every_split_evenly(tmp_path):
     samples = validation_samples(str(root), 4, 32)
     assert len(samples) == 4 and {s.anomalous for s in samples} == {True, False}
     assert all(s.image.shape == (32, 32, 3) and s.image.flags.writeable for s in samples)
+
+
+def test_photos_are_good_images_with_synthetic_defects_painted_on(tmp_path):
+    root = make_visa_like(tmp_path / "visa", n_good=3, n_bad=2)
+    cfg = DataSection(image_size=48, photos=[str(root)], photo_share=1.0, normal_fraction=0.3)
+    bank = photo_bank(cfg)
+    assert {k: sorted(Path(f).name for f in v) for k, v in bank.files.items()} == {
+        "photo_capsule": ["good0.png", "good1.png", "good2.png"]}  # every split, never a defective image
+    cats, _ = category_split(cfg)
+    pool = synthetic_pool(cfg, cats, None)
+    rng = np.random.default_rng(0)
+    items = [pool.draw(rng) for _ in range(60)]
+    assert {i.cls_name for i in items} == {"capsule"}
+    bad = [i for i in items if i.anomalous]
+    assert 25 < len(bad) < 60 and all(i.mask.any() for i in bad)
+    assert all(not i.mask.any() for i in items if not i.anomalous)
+    assert "fold" not in {i.metadata["defect"] for i in bad}  # held-out kinds stay held out on photos
+    assert {i.metadata["family"] for i in items} == {"photo_capsule"}
+    seen = datasets_seen(TrainConfig(data=cfg))
+    assert f"good photographs (synthetic defects painted on): {root}" in seen
+    with pytest.raises(ValueError, match="photo_share"):
+        synthetic_pool(DataSection(photos=[str(root)], photo_share=1.5), cats, None)
+    only_bad = tmp_path / "bad"
+    write_meta(only_bad, {"capsule": [Entry("bad.png", "bad_mask.png", "capsule", "crack", 1)]})
+    with pytest.raises(ValueError, match="no good images"):
+        photo_bank(DataSection(photos=[str(only_bad)]))

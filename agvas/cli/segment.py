@@ -101,7 +101,8 @@ def segment(
                                  options={"instruction": instruction, "mode": mode, "expectation": expectation,
                                           "max_new_tokens": max_new_tokens,
                                           "decision": Decision(threshold, min_area)},
-                                 batch_size=batch_size, max_pixels=max_pixels, dist=dist)
+                                 batch_size=batch_size, max_pixels=max_pixels, dist=dist,
+                                 provenance={"checkpoint": checkpoint, "cpu_int8": cpu_int8})
             if dist.world > 1:
                 dist.barrier()  # every shard file is complete
                 if dist.is_main:
@@ -118,8 +119,12 @@ def segment(
 
 def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err: Console, *, overwrite: bool,
          load: Callable[[], Any], options: dict[str, Any], batch_size: int, max_pixels: int,
-         dist: Distributed) -> tuple[int, int]:
+         dist: Distributed, provenance: dict[str, Any] | None = None) -> tuple[int, int]:
     """Segment this process's share of `paths` into the locked `out`; returns (segmented, skipped as done).
+
+    Every record carries what made it beyond the model's own summary (`provenance`: the checkpoint as
+    given, --cpu-int8; and the instruction and expectation), so a rerun that changes any of them redoes the
+    image instead of keeping a result of another run.
 
     Rank r of W takes inputs r, r+W, ... of the whole list, so the split never depends on how far the
     other processes are. The progress bar counts every input given, the ones already reported as
@@ -135,7 +140,9 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
         stems = plan_stems(keyed, log.records)
         mine = keyed[dist.rank::dist.world]
         decision = options["decision"]
-        settings = {"mode": options["mode"], "threshold": decision.threshold, "min_area": decision.min_area}
+        made_by = {**(provenance or {}), "instruction": options["instruction"], "expectation": options["expectation"]}
+        settings = {"mode": options["mode"], "threshold": decision.threshold, "min_area": decision.min_area,
+                    **made_by}
         todo = [(path, key) for path, key in mine if overwrite or not is_done(out, log.records.get(key), settings)]
         done = 0
         problems = n_problems if dist.is_main else 0
@@ -171,7 +178,7 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
                     progress.advance(task)
                     if result is None:
                         continue
-                    log.add(_save(out, key, image, result, stems[key]))
+                    log.add({**_save(out, key, image, result, stems[key]), **made_by})
                     if not result.anchors_found:
                         err.print(f"[yellow]note[/yellow] {escape(str(path))}: {result.note}")
                     done += 1

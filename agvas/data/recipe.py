@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,12 +36,14 @@ from agvas.data.synth import (
     DEFAULT_HOLDOUT_FAMILIES,
     DEFECT_KINDS,
     CategorySplit,
+    PhotoBank,
     TextureBank,
     family_names,
     generate_sample,
     sample_at,
     split_categories,
 )
+from agvas.data.synth.textures import PHOTO_PREFIX
 
 
 @dataclass
@@ -57,6 +60,11 @@ class DataSection:
     anomaly_datasets: list[str | dict[str, Any]] = field(default_factory=list)
     """Real meta.json roots mixed into both anomaly sources beside the synthetic pool. Each is a root
     (all of its splits), or a mapping {root, splits: [train, test], weight: 1.0, classes: [...]}."""
+    photos: list[str] = field(default_factory=list)
+    """Real meta.json roots whose good images (all splits) are surfaces for synthetic defects (`PhotoBank`):
+    real parts, backgrounds and lighting with exact masks, and the same photographs as normals."""
+    photo_share: float = 0.5
+    """With `photos`: the share of the synthetic pool drawn on them rather than on textures."""
     real_share: float = 0.5
     """With real sets given: the chance that an anomaly sample comes from them rather than the generator."""
     real_normal_rate: float | None = 0.5
@@ -96,14 +104,41 @@ def category_split(cfg: DataSection) -> tuple[CategorySplit, TextureBank | None]
 class SyntheticTrainPool:
     """On-the-fly synthetic images of the training categories only."""
 
-    def __init__(self, cats: CategorySplit, bank: TextureBank | None, size: int, normal_fraction: float) -> None:
+    def __init__(self, cats: CategorySplit, bank: TextureBank | PhotoBank | None, size: int,
+                 normal_fraction: float) -> None:
         self.cats, self.bank, self.size, self.normal_fraction = cats, bank, size, normal_fraction
 
     def __call__(self, rng: np.random.Generator) -> Any:
         family, kind = self.cats.draw(rng, "train", self.normal_fraction)
         sample = generate_sample(rng, family, kind, self.size, self.bank)
-        sample.meta["cls_name"] = family
+        sample.meta["cls_name"] = family.removeprefix(PHOTO_PREFIX)
         return sample
+
+
+def photo_bank(cfg: DataSection) -> PhotoBank | None:
+    """The good images of `data.photos`, one family per class (classes of the same name are pooled)."""
+    files: dict[str, list[str]] = {}
+    for root in cfg.photos:
+        for split in SPLITS:
+            for cls, entries in load_meta(root, split).items():
+                files.setdefault(cls, []).extend(str(Path(root) / e.img_path) for e in entries if not e.anomalous)
+    if cfg.photos and not any(files.values()):
+        raise ValueError(f"data.photos: no good images in {', '.join(cfg.photos)}")
+    return PhotoBank(files) if files else None
+
+
+def synthetic_pool(cfg: DataSection, cats: CategorySplit, bank: TextureBank | None) -> Pool:
+    """Defects on procedural and DTD surfaces, and, with `data.photos`, on good photographs at
+    `photo_share` (every photo class is a training family; the held-out defect kinds stay held out)."""
+    pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction))
+    photos = photo_bank(cfg)
+    if photos is None:
+        return pool
+    if not 0.0 <= cfg.photo_share <= 1.0:
+        raise ValueError(f"data.photo_share must be in [0, 1], got {cfg.photo_share}")
+    on_photos = split_categories(photos.families, DEFECT_KINDS, (), cats.holdout_defects)
+    painted = GeneratorPool(SyntheticTrainPool(on_photos, photos, cfg.image_size, cfg.normal_fraction))
+    return UnionPool([pool, painted], [1.0 - cfg.photo_share, cfg.photo_share])
 
 
 def real_pools(cfg: DataSection) -> tuple[list[MetaPool], list[float]]:
@@ -128,7 +163,7 @@ def real_pools(cfg: DataSection) -> tuple[list[MetaPool], list[float]]:
 
 def build_training_set(cfg: DataSection, anchors: tuple[str, ...], length: int, seed: int) -> MixtureDataset:
     cats, bank = category_split(cfg)
-    pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction))
+    pool = synthetic_pool(cfg, cats, bank)
     normal_rate = None
     readers = _readers(cfg, anchors)
     has_real = bool(cfg.anomaly_datasets or readers["anomaly"])
@@ -151,7 +186,7 @@ def build_training_set(cfg: DataSection, anchors: tuple[str, ...], length: int, 
     # Synthetic-only recipes call every class a texture, as the shipped checkpoint was trained; with real
     # objects (capsules, cookies) the class name decides.
     instruct: Source = AnomalyInstructSource(pool, records=cfg.records, anchors=anchors, normal_rate=normal_rate,
-                                             texture=None if has_real else True)
+                                             texture=None if has_real or cfg.photos else True)
     vqa: Source = ShapeVQASource(cfg.image_size)
     if cfg.sources:  # the paper's sources, mixed into (or replacing) the stand-ins; nothing changes without
         general = _with_readers(cfg, "general", general, readers["general"])

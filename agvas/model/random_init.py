@@ -53,8 +53,15 @@ def lmm_config(hub_id: str, overrides: Overrides | None = None):
     return _CONFIGS[kind](**facts)
 
 
+# The published SAM configs keep transformers' vision default initializer_range = 1e-10 (the real weights
+# come from the checkpoint): drawn at that scale, a random encoder outputs near-constant features, and
+# every timing, int8 or parity figure taken on it would describe a degenerate model.
+RANDOM_SAM_VISION_STD = 0.02
+
+
 def sam_config(hub_id: str, overrides: Overrides | None = None) -> SamConfig:
-    return SamConfig(**_merge(sam_architecture(hub_id), (overrides or {}).get("sam")))
+    facts = _merge(sam_architecture(hub_id), {"vision_config": {"initializer_range": RANDOM_SAM_VISION_STD}})
+    return SamConfig(**_merge(facts, (overrides or {}).get("sam")))
 
 
 def _on(device: str | torch.device, build):

@@ -115,6 +115,7 @@ def datasets_seen(cfg: TrainConfig) -> list[str]:
     seen = ["synthetic (agvas.data.synth, procedural textures)"]
     if d.textures:
         seen.append(f"textures: {d.textures}")
+    seen += [f"good photographs (synthetic defects painted on): {root}" for root in d.photos]
     for entry in d.anomaly_datasets:
         seen.append(f"anomaly set: {entry if isinstance(entry, str) else entry['root']}")
     seen += [f"{s.get('kind', 'source')}: {s.get('root')}" for s in d.sources]

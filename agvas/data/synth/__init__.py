@@ -1,7 +1,8 @@
 """Synthetic anomalies: our stand-in for DTD-Synthetic and Anomaly-Seg20K.
 
-Procedural surfaces (and real DTD textures) receive one structured local defect with an exact mask,
-while every image, normal or anomalous, gets the same kind of nuisance variation. Entry points:
+Procedural surfaces (real DTD textures, photographs of good parts) receive one structured local
+defect with an exact mask, while every image, normal or anomalous, gets the same kind of nuisance variation.
+Entry points:
 
 * `generate_sample(rng, family, defect, size, textures)` -> `SynthSample` (on-the-fly training);
 * `split_categories(...)` / `CategorySplit.draw(...)` -> zero-shot holdout of families and kinds;
@@ -18,7 +19,7 @@ from agvas.data.synth.defects import DEFECTS
 from agvas.data.synth.describe import describe_mask
 from agvas.data.synth.generate import SYNTH_META_FILE, SynthSummary, generate_dataset, sample_at
 from agvas.data.synth.sample import GOOD, SynthesisError, SynthSample, generate_sample
-from agvas.data.synth.textures import PROCEDURAL, TextureBank, family_names
+from agvas.data.synth.textures import PROCEDURAL, PhotoBank, TextureBank, family_names
 
 DEFECT_KINDS: tuple[str, ...] = tuple(DEFECTS)
 PROCEDURAL_FAMILIES: tuple[str, ...] = tuple(PROCEDURAL)
@@ -34,6 +35,7 @@ __all__ = [
     "SynthSample",
     "SynthSummary",
     "SynthesisError",
+    "PhotoBank",
     "TextureBank",
     "describe_mask",
     "family_names",

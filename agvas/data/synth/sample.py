@@ -18,7 +18,7 @@ from scipy import ndimage
 from agvas.data.synth.defects import DEFECTS
 from agvas.data.synth.describe import describe_mask
 from agvas.data.synth.realism import apply_nuisance, blur_reach, sample_nuisance, to_uint8
-from agvas.data.synth.textures import TextureBank, make_base
+from agvas.data.synth.textures import PhotoBank, TextureBank, make_base
 
 Array = np.ndarray
 
@@ -82,7 +82,8 @@ def _acceptable(anomalous: Array, normal: Array, mask: Array, size: int) -> bool
 
 
 def generate_sample(rng: np.random.Generator, family: str, defect: str | None, size: int = 256,
-                    textures: TextureBank | str | os.PathLike | None = None, nuisance: float = 1.0) -> SynthSample:
+                    textures: TextureBank | PhotoBank | str | os.PathLike | None = None,
+                    nuisance: float = 1.0) -> SynthSample:
     """Draw one image of `family` with one `defect` (None: a normal image with an empty mask).
 
     `nuisance` scales the illumination/noise/blur variation (0 switches it off). Everything random

@@ -22,6 +22,7 @@ from agvas.io import read_image_rgb
 
 Array = np.ndarray
 DTD_PREFIX = "dtd_"
+PHOTO_PREFIX = "photo_"
 _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -322,33 +323,69 @@ class TextureBank:
         return Base(np.clip(out, 0, 1).astype(np.float32), family)
 
 
+class PhotoBank:
+    """Whole photographs of good parts (capsules, cookies): defects are painted onto the part as it was
+    photographed, so that an object's own edges, background, print and lighting are what the model learns
+    to call normal, not only stationary textures (the simulated anomalies of AnomalyGPT and DRAEM).
+
+    Unlike a texture, a photograph keeps its framing: a crop of 80-100 % of each side, squashed to a square
+    as evaluation resizes, flips but no quarter turns (parts are photographed upright), mild lighting jitter.
+    """
+
+    def __init__(self, files: dict[str, list[str]]) -> None:
+        self.files = {PHOTO_PREFIX + name: list(paths) for name, paths in files.items() if paths}
+        if not self.files:
+            raise ValueError("a photo bank needs at least one family with images")
+
+    @property
+    def families(self) -> list[str]:
+        return list(self.files)
+
+    def sample(self, rng: np.random.Generator, family: str, size: int) -> Base:
+        files = self.files[family]
+        img = _load(files[int(rng.integers(len(files)))])
+        h, w = img.shape[:2]
+        ch, cw = int(h * rng.uniform(0.8, 1.0)), int(w * rng.uniform(0.8, 1.0))
+        y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+        crop = Image.fromarray(img[y0:y0 + ch, x0:x0 + cw]).resize((size, size), Image.BILINEAR)
+        out = np.asarray(crop, np.float32) / 255.0
+        if rng.random() < 0.5:
+            out = out[:, ::-1]
+        if rng.random() < 0.5:
+            out = out[::-1]
+        out = (out - out.mean()) * rng.uniform(0.9, 1.1) + out.mean() * rng.uniform(0.9, 1.1)
+        return Base(np.ascontiguousarray(np.clip(out, 0, 1), dtype=np.float32), family)
+
+
 @functools.lru_cache(maxsize=8)
 def _bank_at(path: str) -> TextureBank:
     return TextureBank(path)
 
 
-def as_bank(textures: TextureBank | str | os.PathLike | None) -> TextureBank | None:
+def as_bank(textures: TextureBank | PhotoBank | str | os.PathLike | None) -> TextureBank | PhotoBank | None:
     """Accept a bank or a folder path; banks are cached per folder so their image cache is shared."""
-    if textures is None or isinstance(textures, TextureBank):
+    if textures is None or isinstance(textures, (TextureBank, PhotoBank)):
         return textures
     return _bank_at(str(Path(textures).resolve()))
 
 
-def family_names(textures: TextureBank | None = None) -> list[str]:
+def family_names(textures: TextureBank | PhotoBank | None = None) -> list[str]:
     """Every family available: the procedural ones, then the real-texture classes."""
     return list(PROCEDURAL) + (textures.families if textures is not None else [])
 
 
 def make_base(rng: np.random.Generator, family: str, size: int,
-              textures: TextureBank | str | os.PathLike | None = None) -> Base:
+              textures: TextureBank | PhotoBank | str | os.PathLike | None = None) -> Base:
     """Draw one defect-free surface of `family`."""
     textures = as_bank(textures)
     if family in PROCEDURAL:
         return PROCEDURAL[family](rng, size)
-    if family.startswith(DTD_PREFIX):
+    if family.startswith((DTD_PREFIX, PHOTO_PREFIX)):
         if textures is None:
-            raise ValueError(f"family {family!r} needs a texture folder (--textures)")
+            need = "a texture folder (--textures)" if family.startswith(DTD_PREFIX) else "photo roots (data.photos)"
+            raise ValueError(f"family {family!r} needs {need}")
         if family not in textures.files:
-            raise ValueError(f"family {family!r} not in {textures.root} (has {', '.join(textures.families)})")
+            where = textures.root if isinstance(textures, TextureBank) else "the photo bank"
+            raise ValueError(f"family {family!r} not in {where} (has {', '.join(textures.families)})")
         return textures.sample(rng, family, size)
     raise ValueError(f"unknown family {family!r}; known: {', '.join(family_names(textures))}")
