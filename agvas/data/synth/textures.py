@@ -282,6 +282,17 @@ def _load(path: str) -> Array:
     return read_image_rgb(path)
 
 
+def _pick(rng: np.random.Generator, files: list[str]) -> Array:
+    return _load(files[int(rng.integers(len(files)))])
+
+
+def _crop_to_square(rng: np.random.Generator, img: Array, ch: int, cw: int, size: int) -> Array:
+    """A random ch x cw window of `img`, resized to size x size, as float32 in [0, 1]."""
+    y0, x0 = int(rng.integers(img.shape[0] - ch + 1)), int(rng.integers(img.shape[1] - cw + 1))
+    crop = Image.fromarray(img[y0:y0 + ch, x0:x0 + cw]).resize((size, size), Image.BILINEAR)
+    return np.asarray(crop, np.float32) / 255.0
+
+
 class TextureBank:
     """Real texture photographs: every sub-folder of `root` becomes a family `dtd_<folder>`.
 
@@ -307,15 +318,9 @@ class TextureBank:
 
     def sample(self, rng: np.random.Generator, family: str, size: int) -> Base:
         """A random crop (35-100 % of the short side), quarter-turn, flip and colour jitter."""
-        files = self.files[family]
-        img = _load(files[int(rng.integers(len(files)))])
-        h, w = img.shape[:2]
-        side = int(min(h, w) * rng.uniform(0.35, 1.0))
-        y0 = int(rng.integers(h - side + 1))
-        x0 = int(rng.integers(w - side + 1))
-        crop = Image.fromarray(img[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR)
-        out = np.asarray(crop, np.float32) / 255.0
-        out = _orient(rng, out)
+        img = _pick(rng, self.files[family])
+        side = int(min(img.shape[:2]) * rng.uniform(0.35, 1.0))
+        out = _orient(rng, _crop_to_square(rng, img, side, side, size))
         # colour jitter: brightness, contrast, saturation (hue is kept: it is part of the class)
         lum = luminance(out)[..., None]
         out = lum + (out - lum) * rng.uniform(0.7, 1.3)
@@ -342,13 +347,9 @@ class PhotoBank:
         return list(self.files)
 
     def sample(self, rng: np.random.Generator, family: str, size: int) -> Base:
-        files = self.files[family]
-        img = _load(files[int(rng.integers(len(files)))])
+        img = _pick(rng, self.files[family])
         h, w = img.shape[:2]
-        ch, cw = int(h * rng.uniform(0.8, 1.0)), int(w * rng.uniform(0.8, 1.0))
-        y0, x0 = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-        crop = Image.fromarray(img[y0:y0 + ch, x0:x0 + cw]).resize((size, size), Image.BILINEAR)
-        out = np.asarray(crop, np.float32) / 255.0
+        out = _crop_to_square(rng, img, int(h * rng.uniform(0.8, 1.0)), int(w * rng.uniform(0.8, 1.0)), size)
         if rng.random() < 0.5:
             out = out[:, ::-1]
         if rng.random() < 0.5:
