@@ -238,6 +238,7 @@ def test_data_check_tiny_recipe_own_roots(tmp_path: Path) -> None:
     root = trees.anomaly_instruct(tmp_path / "real")
     roots = yaml.safe_dump([{"root": str(root), "splits": ["test"]}], default_flow_style=True).strip()
     proc = _check("configs/tiny-real.yaml", "--quick", "--set", f"data.anomaly_datasets={roots}",
-                  "--set", f"data.validation=[{root}]", "--set", "data.textures=null")
+                  "--set", f"data.validation=[{root}]", "--set", "data.textures=null",
+                  "--set", f"data.photos=[{root}]")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "synthetic anomalies" in proc.stdout and "procedural shapes (VQA)" in proc.stdout

@@ -109,7 +109,7 @@ def plan(cfg: TrainConfig, anchors: tuple[str, ...]) -> list[Leaf]:
     """Every source of the recipe with its expected share of the training samples."""
     from agvas.data.camvid import CamVidSource
     from agvas.data.general import LisaFolderSource, ShapeReferringSource, ShapeVQASource, load_lisa_item
-    from agvas.data.recipe import SyntheticTrainPool, category_split
+    from agvas.data.recipe import category_split, synthetic_pool
 
     d = cfg.data
     rates = _rates(d)
@@ -128,13 +128,14 @@ def plan(cfg: TrainConfig, anchors: tuple[str, ...]) -> list[Leaf]:
     reals = [(spec if isinstance(spec, dict) else {"root": spec}) for spec in d.anomaly_datasets]
     real_w = [float(s.get("weight", 1.0)) for s in reals] + [s.weight for s in by_role.get("anomaly", [])]
     real_share = d.real_share if real_w else 0.0
+    synth_name = "synthetic anomalies" + (" (+ photos)" if d.photos else "")
     try:
         cats, bank = category_split(d)
-        synth = SyntheticTrainPool(cats, bank, d.image_size, d.normal_fraction)
-        leaves.append(_generated("synthetic anomalies", "anomaly-seg + anomaly-instruct",
-                                 pool_rate * (1.0 - real_share), synth))
+        synth = synthetic_pool(d, cats, bank)  # the photo roots are read (and checked) here too
+        leaves.append(_generated(synth_name, "anomaly-seg + anomaly-instruct", pool_rate * (1.0 - real_share),
+                                 synth.draw))
     except (DataError, ValueError, OSError) as err:
-        leaves.append(Leaf("synthetic anomalies", "anomaly-seg + anomaly-instruct", 0.0, error=str(err)))
+        leaves.append(Leaf(synth_name, "anomaly-seg + anomaly-instruct", 0.0, error=str(err)))
     total_w = sum(real_w) or 1.0
     for spec, w in zip(reals, real_w, strict=False):
         leaves.append(_meta_leaf(str(spec.get("root")), spec.get("splits"), spec.get("classes"),
