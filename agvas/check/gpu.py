@@ -140,27 +140,6 @@ def _run_part(report: dict, name: str, fn: Callable[[], dict], budget: Budget, n
     return entry
 
 
-def write_backbones(lmm_id: str, sam_id: str, folder: Path, device: torch.device, dtype: torch.dtype,
-                    seed: int = 0, overrides: Overrides | None = None) -> tuple[Path, Path]:
-    """Random backbones drawn on `device` and saved in `dtype` under folder/{lmm,sam}.
-
-    Unlike `write_random_backbones` (CPU, fp32), this draws 7B weights on the GPU in seconds and writes
-    them in bf16: 16 GB instead of 32 GB of disk and of loading time for the training part.
-    """
-    from agvas.model.random_init import _image_processor, random_backbones
-
-    torch.manual_seed(seed)
-    parts = random_backbones(lmm_id, sam_id, device, overrides)
-    lmm_dir, sam_dir = folder / "lmm", folder / "sam"
-    parts.lmm.to(dtype).save_pretrained(lmm_dir)
-    parts.tokenizer.save_pretrained(lmm_dir)
-    _image_processor(lmm_id, parts.semantic_spec.size).save_pretrained(lmm_dir)
-    del parts.lmm
-    parts.sam.to(dtype).save_pretrained(sam_dir)
-    _image_processor(sam_id, parts.pixel_spec.size).save_pretrained(sam_dir)
-    return lmm_dir, sam_dir
-
-
 def deepspeed_decision(config: str | Path | None, device: torch.device) -> tuple[str | None, str]:
     """The DeepSpeed config the training part will use (None: plain accelerate) and why."""
     if config is None:
@@ -268,26 +247,16 @@ def _quantize_part(bits: int, checkpoint: Path, device: torch.device, image_size
     lm = seg.model.language_model
     lm_bytes = sum(t.numel() * t.element_size() for t in (*lm.parameters(), *lm.buffers()))
     return {"bits": bits, "load_seconds": round(load_s, 2), "language_model_mib": round(lm_bytes / 2**20, 1),
-            "latency_ms": _one_image_latency(seg, device, image_size), "bitsandbytes": _version("bitsandbytes")}
+            "latency_ms": _one_image_latency(seg, image_size), "bitsandbytes": _version("bitsandbytes")}
 
 
-def _one_image_latency(seg: Any, device: torch.device, image_size: int) -> dict[str, float]:
-    """Fast path and generation on one image after a warm-up call (the quantised copies' figures)."""
-    from agvas.infer.bench import answer_steps, synthetic_images
+def _one_image_latency(seg: Any, image_size: int) -> dict[str, float]:
+    """Fast path and generation on one image, after a warm-up (the quantised copies' figures), measured as
+    the bench part measures them."""
+    from agvas.infer.bench import run_benchmark, synthetic_images
 
-    image = synthetic_images(1, (image_size, image_size))
-    steps = answer_steps(seg)
-    seg.segment(image)
-    times = {}
-    for name, kwargs in (("fast", {}), ("generation", {"fast": False, "max_new_tokens": steps})):
-        if _cuda(device):
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        seg.segment(image, **kwargs)
-        if _cuda(device):
-            torch.cuda.synchronize(device)
-        times[name] = round(1000 * (time.perf_counter() - t), 1)
-    return times
+    bench = run_benchmark(seg, synthetic_images(1, (image_size, image_size)), warmup=1, repeats=1, large_batch=1)
+    return {name: round(ms, 1) for name, ms in bench["latency_ms"].items()}
 
 
 def run_gpu_check(preset: str = "llava-ov-7b", variant: str = "agvas", *, device: str | torch.device = "cuda",
@@ -380,7 +349,9 @@ def run_gpu_check(preset: str = "llava-ov-7b", variant: str = "agvas", *, device
 
 def _backbones_part(lmm_id: str, sam_id: str, folder: Path, device: torch.device, dtype: torch.dtype, seed: int,
                     overrides: Overrides | None) -> dict:
-    lmm_dir, sam_dir = write_backbones(lmm_id, sam_id, folder, device, dtype, seed, overrides)
+    from agvas.model.random_init import write_random_backbones
+
+    lmm_dir, sam_dir = write_random_backbones(lmm_id, sam_id, folder, seed, overrides, device, dtype)
     sizes = {name: sum(f.stat().st_size for f in d.glob("*.safetensors")) for name, d in (("lmm", lmm_dir),
                                                                                            ("sam", sam_dir))}
     return {"folder": str(folder), "safetensors_mib": {k: round(v / 2**20, 1) for k, v in sizes.items()}}
