@@ -18,6 +18,7 @@ from agvas.data.recipe import (
     build_training_set,
     category_split,
     photo_bank,
+    real_augment,
     real_pools,
     synthetic_pool,
     validation_samples,
@@ -181,3 +182,18 @@ def test_photos_are_good_images_with_synthetic_defects_painted_on(tmp_path):
     write_meta(only_bad, {"capsule": [Entry("bad.png", "bad_mask.png", "capsule", "crack", 1)]})
     with pytest.raises(ValueError, match="no good images"):
         photo_bank(DataSection(photos=[str(only_bad)]))
+
+
+def test_glare_reaches_every_training_image_source(tmp_path):
+    root = make_visa_like(tmp_path / "visa", n_good=3, n_bad=2)
+    cfg = DataSection(image_size=48, photos=[str(root)], photo_share=0.5, glare=1.0)
+    cats, _ = category_split(cfg)
+    rng = np.random.default_rng(0)
+    items = [synthetic_pool(cfg, cats, None).draw(rng) for _ in range(12)]
+    # textures and photos alike, good and defective alike
+    assert {i.metadata["family"].startswith("photo_") for i in items} == {True, False}
+    assert all("glare_gain" in i.metadata["nuisance"] for i in items)
+    assert real_augment(cfg).glare == 1.0 and real_augment(DataSection()).glare == 0.0
+    assert real_augment(DataSection(augment_real=False)) is None
+    plain = [synthetic_pool(DataSection(image_size=48), cats, None).draw(rng) for _ in range(4)]
+    assert not any("glare_gain" in i.metadata["nuisance"] for i in plain)  # off unless asked for

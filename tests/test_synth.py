@@ -102,6 +102,34 @@ def test_sample_is_a_function_of_its_rng() -> None:
     assert not np.array_equal(a.image, c.image)
 
 
+def test_highlights_brighten_the_surface_and_never_enter_the_mask() -> None:
+    from agvas.data.synth.realism import apply_nuisance, sample_nuisance
+
+    # the same draw with and without highlights: everything before the highlight is shared, so the
+    # highlight is the only difference (noise off to compare exactly)
+    plain = sample_nuisance(np.random.default_rng(3), 96, 1.0, glare=0.0)
+    lit = sample_nuisance(np.random.default_rng(3), 96, 1.0, glare=1.0)
+    assert plain.glare is None and lit.glare is not None and lit.glare.max() == pytest.approx(1.0, abs=0.05)
+    assert "glare_gain" in lit.summary and "glare_gain" not in plain.summary
+    plain.noise = lit.noise = None
+    surface = np.full((96, 96, 3), 0.2, np.float32)
+    a, b = apply_nuisance(surface.copy(), plain), apply_nuisance(surface.copy(), lit)
+    assert np.all(b >= a - 1e-6) and float((b - a).max()) > 0.1
+    assert np.allclose(a[lit.glare < 1e-4], b[lit.glare < 1e-4], atol=1e-3)  # far from it: unchanged
+    # a crop of the fields (the defect window) matches the full image
+    window = (slice(10, 50), slice(20, 70))
+    assert np.allclose(apply_nuisance(surface[window].copy(), lit, window), b[window], atol=1e-6)
+    # glare 0 draws nothing more: the held-out set and the page's examples reproduce exactly
+    r0, r1 = np.random.default_rng(5), np.random.default_rng(5)
+    sample_nuisance(r0, 32), sample_nuisance(r1, 32, glare=0.0)
+    assert r0.random() == r1.random()
+    # on a defect sample the highlight is shared by the image and its twin: the mask stays exact
+    for seed in range(6):
+        s = generate_sample(np.random.default_rng(seed), "metal", "stain", size=96, glare=1.0)
+        assert "glare_gain" in s.meta["nuisance"]
+        _check_exact(s)
+
+
 def test_unknown_names_are_errors() -> None:
     with pytest.raises(ValueError, match="unknown defect"):
         generate_sample(np.random.default_rng(0), "wood", "dent", size=64)
@@ -269,6 +297,11 @@ def test_cli_synth(tmp_path: Path, tiny_textures: Path) -> None:
         for e in entries:
             if e.anomaly:
                 assert read_mask(out / e.mask_path).shape == read_image_rgb(out / e.img_path).shape[:2]
+    lit = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "lit"), "--n", "3", "--size", "48",
+                                   "--split", "train", "--glare", "1"])
+    assert lit.exit_code == 0, lit.output
+    lines = (tmp_path / "lit" / SYNTH_META_FILE).read_text().splitlines()
+    assert len(lines) == 3 and all("glare_gain" in json.loads(ln)["nuisance"] for ln in lines)
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "bad"), "--n", "2",
                                    "--families", "velvet"])
     assert bad.exit_code != 0 and "velvet" in bad.output

@@ -71,6 +71,9 @@ class DataSection:
     """The share of good images drawn from a real set that has both kinds (None: as the set has them)."""
     augment_real: bool = True
     """Crops, flips, quarter turns and lighting on real pairs (`agvas.data.augment`)."""
+    glare: float = 0.0
+    """The chance that a training image (synthetic, photo or augmented real, good or defective) gets
+    specular highlights, a nuisance that must not read as a defect (`agvas.data.synth.realism`)."""
     camvid: str | None = None
     """A CamVid root: real-scene referring segmentation ("segment the road") in the general source."""
     camvid_share: float = 0.5
@@ -93,6 +96,10 @@ class DataSection:
     num_workers: int = 0
 
 
+def real_augment(cfg: DataSection) -> RealAugment | None:
+    return RealAugment(cfg.image_size, glare=cfg.glare) if cfg.augment_real else None
+
+
 def category_split(cfg: DataSection) -> tuple[CategorySplit, TextureBank | None]:
     bank = TextureBank(cfg.textures) if cfg.textures else None
     families = family_names(bank)
@@ -105,12 +112,13 @@ class SyntheticTrainPool:
     """On-the-fly synthetic images of the training categories only."""
 
     def __init__(self, cats: CategorySplit, bank: TextureBank | PhotoBank | None, size: int,
-                 normal_fraction: float) -> None:
+                 normal_fraction: float, glare: float = 0.0) -> None:
         self.cats, self.bank, self.size, self.normal_fraction = cats, bank, size, normal_fraction
+        self.glare = glare
 
     def __call__(self, rng: np.random.Generator) -> Any:
         family, kind = self.cats.draw(rng, "train", self.normal_fraction)
-        sample = generate_sample(rng, family, kind, self.size, self.bank)
+        sample = generate_sample(rng, family, kind, self.size, self.bank, glare=self.glare)
         sample.meta["cls_name"] = family.removeprefix(PHOTO_PREFIX)
         return sample
 
@@ -130,20 +138,20 @@ def photo_bank(cfg: DataSection) -> PhotoBank | None:
 def synthetic_pool(cfg: DataSection, cats: CategorySplit, bank: TextureBank | None) -> Pool:
     """Defects on procedural and DTD surfaces, and, with `data.photos`, on good photographs at
     `photo_share` (every photo class is a training family; the held-out defect kinds stay held out)."""
-    pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction))
+    pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction, cfg.glare))
     photos = photo_bank(cfg)
     if photos is None:
         return pool
     if not 0.0 <= cfg.photo_share <= 1.0:
         raise ValueError(f"data.photo_share must be in [0, 1], got {cfg.photo_share}")
     on_photos = split_categories(photos.families, DEFECT_KINDS, (), cats.holdout_defects)
-    painted = GeneratorPool(SyntheticTrainPool(on_photos, photos, cfg.image_size, cfg.normal_fraction))
+    painted = GeneratorPool(SyntheticTrainPool(on_photos, photos, cfg.image_size, cfg.normal_fraction, cfg.glare))
     return UnionPool([pool, painted], [1.0 - cfg.photo_share, cfg.photo_share])
 
 
 def real_pools(cfg: DataSection) -> tuple[list[MetaPool], list[float]]:
     """The real training sets of a recipe, each with its splits, classes and weight, and their weights."""
-    augment = RealAugment(cfg.image_size) if cfg.augment_real else None
+    augment = real_augment(cfg)
     pools, weights = [], []
     for i, spec in enumerate(cfg.anomaly_datasets):
         where = f"data.anomaly_datasets[{i}]"
@@ -214,7 +222,7 @@ def _readers(cfg: DataSection, anchors: tuple[str, ...]) -> dict[str, list[tuple
     """The recipe's `data.sources` built, by role (all empty without them)."""
     if not cfg.sources:
         return {r: [] for r in ROLES}
-    augment = RealAugment(cfg.image_size) if cfg.augment_real else None
+    augment = real_augment(cfg)
     return build_sources(parse_sources(cfg.sources), anchors, augment)
 
 

@@ -5,6 +5,12 @@ only defective images carried imperfections. Here every image, normal or not, ge
 illumination gradients, vignetting, a colour cast, gamma/contrast changes, slight blur and sensor
 noise; the defect image and its defect-free twin share the *same* draw, so these changes never enter
 the mask and only local structured deviations do.
+
+Specular highlights (`glare`) are drawn only when asked for. A shipped model flagged the highlight on
+every good tyre (a soft bright patch on dark rubber, with the tread still visible through it) as a defect,
+because nothing bright and blob-like had ever been a normal image's. A highlight here is one or two soft,
+often elongated patches that brighten the surface both multiplicatively (the texture shows through)
+and additively (the light's own reflection); like every nuisance, it never enters the mask.
 """
 
 from __future__ import annotations
@@ -31,10 +37,33 @@ class Nuisance:
     noise: Array | None  # HxWx3 unit-variance noise, scaled by `noise_sigma`
     noise_sigma: float
     summary: dict[str, Any]
+    glare: Array | None = None  # HxW highlight field, peak <= 1 (None: no highlight)
+    glare_gain: float = 0.0  # multiplicative part: out * (1 + glare_gain * glare)
+    glare_add: float = 0.0  # additive part: + glare_add * glare
 
 
-def sample_nuisance(rng: np.random.Generator, size: int, strength: float = 1.0) -> Nuisance:
-    """Draw nuisances; `strength` 0 gives the identity, 1 the default spread."""
+def _highlights(rng: np.random.Generator, size: int) -> Array:
+    """One or two soft elliptical highlights (peak 1 each), anywhere but the outer rim."""
+    t = np.linspace(-0.5, 0.5, size, dtype=np.float32)
+    y, x = t[:, None], t[None, :]
+    out = np.zeros((size, size), np.float32)
+    for _ in range(1 if rng.random() < 0.7 else 2):
+        cy, cx = rng.uniform(-0.35, 0.35, 2)
+        su = rng.uniform(0.04, 0.15)
+        sv = su * float(np.exp(rng.uniform(0.0, np.log(5.0))))  # elongated along a curved surface
+        ang = rng.uniform(0, np.pi)
+        c, s = np.float32(np.cos(ang)), np.float32(np.sin(ang))
+        u, v = (x - np.float32(cx)) * c + (y - np.float32(cy)) * s, (y - np.float32(cy)) * c - (x - np.float32(cx)) * s
+        out = np.maximum(out, np.exp(-0.5 * ((u / np.float32(su)) ** 2 + (v / np.float32(sv)) ** 2)))
+    return out
+
+
+def sample_nuisance(rng: np.random.Generator, size: int, strength: float = 1.0, glare: float = 0.0) -> Nuisance:
+    """Draw nuisances; `strength` 0 gives the identity, 1 the default spread.
+
+    `glare` is the chance of specular highlights. At 0 (the default) nothing more is drawn from `rng`, so
+    data generated before highlights existed (the held-out synthetic set) reproduces exactly.
+    """
     k = float(strength)
     t = np.linspace(-0.5, 0.5, size, dtype=np.float32)
     y, x = t[:, None], t[None, :]
@@ -56,7 +85,13 @@ def sample_nuisance(rng: np.random.Generator, size: int, strength: float = 1.0) 
     contrast = float(np.exp(rng.normal(0, 0.1 * k)))
     summary = {"blur": round(blur, 2), "noise": round(sigma, 4), "vignetting": round(float(vign), 3),
                "gamma": round(gamma, 3), "contrast": round(contrast, 3)}
-    return Nuisance(gain, gamma, contrast, blur, noise, sigma, summary)
+    nz = Nuisance(gain, gamma, contrast, blur, noise, sigma, summary)
+    if glare > 0 and rng.random() < glare:
+        nz.glare = _highlights(rng, size)
+        nz.glare_gain = float(rng.uniform(0.5, 3.0) * k)
+        nz.glare_add = float(rng.uniform(0.0, 0.35) * k)
+        summary.update(glare_gain=round(nz.glare_gain, 2), glare_add=round(nz.glare_add, 3))
+    return nz
 
 
 def apply_nuisance(img: Array, nz: Nuisance | None, window: tuple[slice, slice] | None = None) -> Array:
@@ -67,16 +102,21 @@ def apply_nuisance(img: Array, nz: Nuisance | None, window: tuple[slice, slice] 
     """
     if nz is None:
         return img
-    gain, noise = nz.gain, nz.noise
+    gain, noise, glare = nz.gain, nz.noise, nz.glare
     if window is not None:
         gain = gain[window]
         noise = noise[window] if noise is not None else None
+        glare = glare[window] if glare is not None else None
     out = img
     if nz.blur > 0:
         out = ndimage.gaussian_filter(out, (nz.blur, nz.blur, 0), truncate=3.0)
     out = (out - np.float32(0.5)) * np.float32(nz.contrast) + np.float32(0.5)
     out = np.clip(out, 0, 1, out=out) ** np.float32(nz.gamma)
     out *= gain
+    if glare is not None:
+        g = glare[..., None]
+        out *= np.float32(1.0) + np.float32(nz.glare_gain) * g
+        out += np.float32(nz.glare_add) * g
     if noise is not None:
         out += noise * (np.float32(nz.noise_sigma) * (np.float32(0.5) + np.sqrt(np.clip(out, 0, 1))))
     return np.clip(out, 0, 1, out=out)

@@ -83,16 +83,17 @@ def _acceptable(anomalous: Array, normal: Array, mask: Array, size: int) -> bool
 
 def generate_sample(rng: np.random.Generator, family: str, defect: str | None, size: int = 256,
                     textures: TextureBank | PhotoBank | str | os.PathLike | None = None,
-                    nuisance: float = 1.0) -> SynthSample:
+                    nuisance: float = 1.0, glare: float = 0.0) -> SynthSample:
     """Draw one image of `family` with one `defect` (None: a normal image with an empty mask).
 
-    `nuisance` scales the illumination/noise/blur variation (0 switches it off). Everything random
+    `nuisance` scales the illumination/noise/blur variation (0 switches it off); `glare` is the chance of
+    specular highlights (`realism.sample_nuisance`). Everything random
     comes from `rng`, so a generator seeded from (seed, index) reproduces the sample exactly.
     """
     if defect is not None and defect not in DEFECTS:
         raise ValueError(f"unknown defect kind {defect!r}; known: {', '.join(DEFECTS)}")
     base = make_base(rng, family, size, textures)
-    nz = sample_nuisance(rng, size, nuisance) if nuisance > 0 else None
+    nz = sample_nuisance(rng, size, nuisance, glare) if nuisance > 0 else None
     normal = to_uint8(apply_nuisance(base.image, nz))
     meta: dict[str, Any] = {"family": family, "defect": defect or GOOD, "anomaly": int(defect is not None)}
     if defect is None:
