@@ -29,7 +29,7 @@ from agvas.io import save_mask_png, save_png
 
 SIZE = 64
 CATEGORIES = {"alpha": (2, 3), "beta": (2, 2)}  # (normal, anomalous) images
-REPORT_FILES = ("metrics.json", "metrics.md", "pr_curves.png", "gallery.png")
+REPORT_FILES = ("metrics.json", "metrics.md", "pr_curves.png", "gallery.png", "false_alarms.png")
 
 
 def make_dataset(root: Path, seed: int = 0) -> Path:
@@ -250,7 +250,7 @@ def test_two_processes_write_the_same_report_as_one(dataset, reference_run, tmp_
     two = json.loads((out / "metrics.json").read_text())
     assert two["run"]["processes"] == 2 and one["run"]["processes"] == 1
     assert without_run(two) == without_run(one)
-    for name in ("pr_curves.png", "gallery.png"):  # same curves, same picked images and masks
+    for name in ("pr_curves.png", "gallery.png", "false_alarms.png"):  # same curves, images, masks, false alarms
         assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
     assert not (out / ".eval-shards").exists()
 

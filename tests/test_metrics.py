@@ -14,11 +14,13 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from agvas.data.instruct import Facts, normal_record, record_from_mask, record_from_metadata, write_record
 from agvas.data.templates import DIRECT_ANSWERS, DIRECT_ANSWERS_NORMAL, render, render_multi_turn
 from agvas.evaluate.metrics import (
+    FALSE_ALARM_GRID,
     IMAGE_METRIC_KEYS,
     ORACLE_METRIC_KEYS,
     PIXEL_METRIC_KEYS,
     TEXT_KEYS,
     CategoryAccumulator,
+    cell_fractions,
     evaluate_category,
     image_ranking_metrics,
     mean_over_categories,
@@ -316,6 +318,26 @@ def merged_one_by_one(scores, gts, text: str | None = None) -> CategoryAccumulat
         one.add(s, g, None, text)
         merged.merge(one)
     return merged
+
+
+def test_false_alarm_map_says_where_good_images_are_flagged() -> None:
+    g, z = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+    g[:8, :8] = 1
+    spot = np.zeros((64, 64), np.float32)
+    spot[32:36, 40:44] = 0.9  # the same spot on every good image: a systematic error
+    specks = [np.where(np.random.default_rng(i).random((64, 64)) > 0.999, 0.9, 0.1).astype(np.float32)
+              for i in range(3)]
+    scores, gts = [np.full((64, 64), 0.9, np.float32), spot, spot, *specks], [g, z, z, z, z, z]
+    acc = feed(scores, gts)
+    fa = acc.false_alarm_map()
+    assert fa.shape == (FALSE_ALARM_GRID, FALSE_ALARM_GRID)  # the anomalous image (all flagged) is not in it
+    cell = fa[16:18, 20:22]  # 64 px / 32 cells: the spot covers 2x2 cells fully on 2 of 5 good images
+    assert np.allclose(cell, 2 / 5) and fa.max() == pytest.approx(2 / 5)
+    expected = sum(cell_fractions(s > 0.5) for s in scores[1:]) / 5
+    assert np.allclose(fa, expected) and np.allclose(merged_one_by_one(scores, gts).false_alarm_map(), fa)
+    assert feed(scores[:1], gts[:1]).false_alarm_map() is None  # no good image: no map
+    assert cell_fractions(np.ones((300, 200))).tolist() == np.ones((32, 32)).tolist()  # any size, shares in [0, 1]
+    assert cell_fractions(np.ones((10, 7))).max() == 1.0  # maps smaller than the grid
 
 
 def test_oracle_survives_merging_and_repeated_summaries() -> None:

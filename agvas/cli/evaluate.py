@@ -68,7 +68,8 @@ def evaluate(
                                    help="empty masks covering less than this share of the image (AG-VAS; "
                                         "choose it on data you do not report on)"),
 ) -> None:
-    """Evaluate on a dataset: writes metrics.json, metrics.md, pr_curves.png and gallery.png into OUT."""
+    """Evaluate on a dataset: writes metrics.json, metrics.md, pr_curves.png, gallery.png and false_alarms.png
+    into OUT."""
     err = Console(stderr=True)
     if compare:
         if not runs:

@@ -96,6 +96,18 @@ TEXT_KEYS = ("text_mask_agreement", "n_text", "n_text_undecidable", "n_text_agre
 
 # 8-connectivity, as the MVTec AD evaluation code labels its ground-truth regions.
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+FALSE_ALARM_GRID = 32
+"""Cells per side of the false-alarm map: coarse enough for any image size, fine enough to show a spot."""
+
+
+def cell_fractions(mask: np.ndarray, grid: int = FALSE_ALARM_GRID) -> np.ndarray:
+    """The share of foreground pixels in each of grid×grid cells (image-relative, so sizes pool)."""
+    m = np.asarray(mask, dtype=np.float64)
+    m = np.repeat(np.repeat(m, -(-grid // m.shape[0]), axis=0), -(-grid // m.shape[1]), axis=1)  # tiny maps
+    ys = np.linspace(0, m.shape[0], grid + 1).round().astype(int)
+    xs = np.linspace(0, m.shape[1], grid + 1).round().astype(int)
+    sums = np.add.reduceat(np.add.reduceat(m, ys[:-1], axis=0), xs[:-1], axis=1)
+    return sums / np.outer(np.diff(ys), np.diff(xs))
 
 
 def smooth(anomaly_map: np.ndarray, sigma: float) -> np.ndarray:
@@ -216,6 +228,8 @@ class CategoryAccumulator:
         self._mask_flags: list[bool] = []
         # (text verdict, mask non-empty) per image that came with a generated answer.
         self._text: list[tuple[str | None, bool]] = []
+        # Where masks fire on normal images: summed cell shares (`cell_fractions`), None before any.
+        self._false_alarm_sum: np.ndarray | None = None
         self.n_images = 0
 
     # ------------------------------------------------------------------ intake
@@ -268,6 +282,8 @@ class CategoryAccumulator:
             self._iou_ano.append(inter / union if union else 1.0)
         else:
             self._iou_nor.append(0.0 if m.any() else 1.0)
+            cells = cell_fractions(m)
+            self._false_alarm_sum = cells if self._false_alarm_sum is None else self._false_alarm_sum + cells
         flagged = bool(m.any())
         self._image_scores.append(float(s.max()))
         self._image_labels.append(bool(g.any()))
@@ -288,6 +304,14 @@ class CategoryAccumulator:
     @property
     def n_normal(self) -> int:
         return len(self._iou_nor)
+
+    def false_alarm_map(self) -> np.ndarray | None:
+        """Per cell of a FALSE_ALARM_GRID² grid, the mean share of its pixels the mask flags on the normal
+        images (None without any). A spot that lights up on every good part is a systematic error (a
+        highlight, a fixture, a border) rather than noise; the image-level rates cannot tell the two apart."""
+        if self._false_alarm_sum is None:
+            return None
+        return self._false_alarm_sum / self.n_normal
 
     # ------------------------------------------------------------------ metrics
     def pixel_metrics(self) -> dict[str, float]:
@@ -467,6 +491,10 @@ class CategoryAccumulator:
         self._image_labels.extend(other._image_labels)
         self._mask_flags.extend(other._mask_flags)
         self._text.extend(other._text)
+        if other._false_alarm_sum is not None:
+            self._false_alarm_sum = (other._false_alarm_sum if self._false_alarm_sum is None
+                                     else self._false_alarm_sum + other._false_alarm_sum)
+        other._false_alarm_sum = None
         self.n_images += other.n_images
         other._neg, other._pos, other._region_sizes, other._iou_ano, other._iou_nor = [], [], [], [], []
         other._image_scores, other._image_labels, other._mask_flags, other._text = [], [], [], []

@@ -53,6 +53,7 @@ __all__ = [
     "metrics_document",
     "metrics_markdown",
     "read_metrics",
+    "render_false_alarms",
     "render_gallery",
     "render_pr_curves",
     "thin_curve",
@@ -64,6 +65,7 @@ METRICS_JSON = "metrics.json"
 METRICS_MD = "metrics.md"
 PR_CURVES_PNG = "pr_curves.png"
 GALLERY_PNG = "gallery.png"
+FALSE_ALARMS_PNG = "false_alarms.png"
 COMPARISON_JSON = "comparison.json"
 COMPARISON_MD = "comparison.md"
 FORMAT_VERSION = 1
@@ -445,6 +447,42 @@ def render_gallery(rows: Sequence[GalleryRow], tile: int = 200, title: str = "")
     return img
 
 
+def _heat(share: np.ndarray, size: int) -> Image.Image:
+    """Cell shares (0..1) as white (never) to dark red (always), nearest-upscaled so cells stay cells."""
+    t = np.clip(share, 0.0, 1.0)[..., None]
+    rgb = (255 * (1 - t) + np.array([150.0, 0.0, 0.0]) * t).astype(np.uint8)
+    return Image.fromarray(rgb).resize((size, size), Image.Resampling.NEAREST)
+
+
+def render_false_alarms(maps: dict[str, tuple[np.ndarray, int, float]], tile: int = 160,
+                        title: str = "") -> Image.Image:
+    """One heat map per category, `maps[name] = (cell shares, good images, false-alarm rate %)`.
+
+    Why: a false-alarm rate says how often good parts are flagged, not where. The same spot on every
+    good image (a highlight, a fixture, the border) is a fixable systematic error; scattered specks are not.
+    """
+    pad, caption_h, header_h, per_row = 8, 34, 30, 5
+    names = list(maps)
+    cols = max(1, min(per_row, len(names)))
+    rows = max(1, -(-len(names) // per_row))
+    width = max(pad + cols * (tile + pad), 480)
+    img = Image.new("RGB", (width, header_h + rows * (caption_h + tile + pad) + pad), "white")
+    draw = ImageDraw.Draw(img)
+    font, small = _font(14), _font(12)
+    draw.text((pad, 6), _fit(draw, title, font, width - 2 * pad), fill="black", font=font)
+    if not names:
+        draw.text((pad, header_h + 8), "no good images were evaluated", fill="black", font=font)
+    for k, name in enumerate(names):
+        share, n_good, rate = maps[name]
+        x, y = pad + (k % per_row) * (tile + pad), header_h + (k // per_row) * (caption_h + tile + pad)
+        draw.text((x, y), _fit(draw, name, small, tile), fill="black", font=small)
+        draw.text((x, y + 15), _fit(draw, f"{n_good} good · {rate:.0f} % flagged · peak {100 * share.max():.0f} %",
+                                    small, tile), fill="black", font=small)
+        img.paste(_heat(share, tile), (x, y + caption_h))
+        draw.rectangle((x, y + caption_h, x + tile - 1, y + caption_h + tile - 1), outline=(180, 180, 180))
+    return img
+
+
 def save_png(path: str | os.PathLike, image: Image.Image) -> None:
     import io
 
@@ -499,10 +537,11 @@ def gallery_rows(result: EvalResult, root: str | os.PathLike, settings: EvalSett
 
 def write_run_report(out_dir: str | os.PathLike, result: EvalResult, doc: dict[str, Any],
                      root: str | os.PathLike, settings: EvalSettings) -> dict[str, Path]:
-    """metrics.json, metrics.md, pr_curves.png and gallery.png into out_dir; returns their paths."""
+    """metrics.json, metrics.md, pr_curves.png, gallery.png and false_alarms.png into out_dir; returns their
+    paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in (METRICS_JSON, METRICS_MD, PR_CURVES_PNG, GALLERY_PNG)}
+    paths = {name: out / name for name in (METRICS_JSON, METRICS_MD, PR_CURVES_PNG, GALLERY_PNG, FALSE_ALARMS_PNG)}
     write_json(paths[METRICS_JSON], doc)
     atomic_write_bytes(paths[METRICS_MD], metrics_markdown(doc).encode("utf-8"))
     curves = {}
@@ -515,4 +554,8 @@ def write_run_report(out_dir: str | os.PathLike, result: EvalResult, doc: dict[s
     rows = gallery_rows(result, root, settings)
     save_png(paths[GALLERY_PNG], render_gallery(rows, title=f"{doc['dataset']['name']}: best and worst by IoU "
                                                             f"({_method_cell(doc['method'])})"))
+    maps = {name: (fa, int(result.categories[name]["n_normal"]), float(result.categories[name]["false_alarm_rate"]))
+            for name, acc in result.accumulators.items() if (fa := acc.false_alarm_map()) is not None}
+    save_png(paths[FALSE_ALARMS_PNG], render_false_alarms(
+        maps, title=f"{doc['dataset']['name']}: where the mask fires on good images, share of pixels per cell"))
     return paths
