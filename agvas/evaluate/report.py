@@ -461,7 +461,7 @@ def render_false_alarms(maps: dict[str, tuple[np.ndarray, int, float]], tile: in
     Why: a false-alarm rate says how often good parts are flagged, not where. The same spot on every
     good image (a highlight, a fixture, the border) is a fixable systematic error; scattered specks are not.
     """
-    pad, caption_h, header_h, per_row = 8, 34, 30, 5
+    pad, caption_h, header_h, per_row = 8, 48, 30, 5
     names = list(maps)
     cols = max(1, min(per_row, len(names)))
     rows = max(1, -(-len(names) // per_row))
@@ -475,9 +475,9 @@ def render_false_alarms(maps: dict[str, tuple[np.ndarray, int, float]], tile: in
     for k, name in enumerate(names):
         share, n_good, rate = maps[name]
         x, y = pad + (k % per_row) * (tile + pad), header_h + (k // per_row) * (caption_h + tile + pad)
-        draw.text((x, y), _fit(draw, name, small, tile), fill="black", font=small)
-        draw.text((x, y + 15), _fit(draw, f"{n_good} good · {rate:.0f} % flagged · peak {100 * share.max():.0f} %",
-                                    small, tile), fill="black", font=small)
+        lines = (name, f"{n_good} good, {rate:.0f} % flagged", f"hottest cell {100 * share.max():.0f} %")
+        for i, line in enumerate(lines):
+            draw.text((x, y + 15 * i), _fit(draw, line, small, tile), fill="black", font=small)
         img.paste(_heat(share, tile), (x, y + caption_h))
         draw.rectangle((x, y + caption_h, x + tile - 1, y + caption_h + tile - 1), outline=(180, 180, 180))
     return img
