@@ -6,8 +6,8 @@ illumination gradients, vignetting, a colour cast, gamma/contrast changes, sligh
 noise; the defect image and its defect-free twin share the *same* draw, so these changes never enter
 the mask and only local structured deviations do.
 
-Specular highlights (`glare`) are drawn only when asked for. A shipped model flagged the highlight on
-every good tyre (a soft bright patch on dark rubber, with the tread still visible through it) as a defect,
+Specular highlights (`glare`) are drawn only when asked for. The shipped model flagged the highlight on
+nearly every good tyre (a soft bright patch on dark rubber, with the tread still visible through it) as a defect,
 because nothing bright and blob-like had ever been a normal image's. A highlight here is one or two soft,
 often elongated patches that brighten the surface both multiplicatively (the texture shows through)
 and additively (the light's own reflection); like every nuisance, it never enters the mask.
