@@ -189,11 +189,13 @@ def test_glare_reaches_every_training_image_source(tmp_path):
     cfg = DataSection(image_size=48, photos=[str(root)], photo_share=0.5, glare=1.0)
     cats, _ = category_split(cfg)
     rng = np.random.default_rng(0)
-    items = [synthetic_pool(cfg, cats, None).draw(rng) for _ in range(12)]
+    pool = synthetic_pool(cfg, cats, None)
+    items = [pool.draw(rng) for _ in range(12)]
     # textures and photos alike, good and defective alike
     assert {i.metadata["family"].startswith("photo_") for i in items} == {True, False}
     assert all("glare_gain" in i.metadata["nuisance"] for i in items)
     assert real_augment(cfg).glare == 1.0 and real_augment(DataSection()).glare == 0.0
     assert real_augment(DataSection(augment_real=False)) is None
-    plain = [synthetic_pool(DataSection(image_size=48), cats, None).draw(rng) for _ in range(4)]
+    plain_pool = synthetic_pool(DataSection(image_size=48), cats, None)
+    plain = [plain_pool.draw(rng) for _ in range(4)]
     assert not any("glare_gain" in i.metadata["nuisance"] for i in plain)  # off unless asked for

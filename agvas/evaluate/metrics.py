@@ -103,7 +103,8 @@ FALSE_ALARM_GRID = 32
 def cell_fractions(mask: np.ndarray, grid: int = FALSE_ALARM_GRID) -> np.ndarray:
     """The share of foreground pixels in each of grid×grid cells (image-relative, so sizes pool)."""
     m = np.asarray(mask, dtype=np.float64)
-    m = np.repeat(np.repeat(m, -(-grid // m.shape[0]), axis=0), -(-grid // m.shape[1]), axis=1)  # tiny maps
+    if m.shape[0] < grid or m.shape[1] < grid:  # tiny maps: repeat pixels until every cell has one
+        m = np.repeat(np.repeat(m, -(-grid // m.shape[0]), axis=0), -(-grid // m.shape[1]), axis=1)
     ys = np.linspace(0, m.shape[0], grid + 1).round().astype(int)
     xs = np.linspace(0, m.shape[1], grid + 1).round().astype(int)
     sums = np.add.reduceat(np.add.reduceat(m, ys[:-1], axis=0), xs[:-1], axis=1)
