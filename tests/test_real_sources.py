@@ -184,9 +184,9 @@ def test_photos_are_good_images_with_synthetic_defects_painted_on(tmp_path):
         photo_bank(DataSection(photos=[str(only_bad)]))
 
 
-def test_glare_reaches_every_training_image_source(tmp_path):
+def test_glare_and_exposure_reach_every_training_image_source(tmp_path):
     root = make_visa_like(tmp_path / "visa", n_good=3, n_bad=2)
-    cfg = DataSection(image_size=48, photos=[str(root)], photo_share=0.5, glare=1.0)
+    cfg = DataSection(image_size=48, photos=[str(root)], photo_share=0.5, glare=1.0, exposure=1.0)
     cats, _ = category_split(cfg)
     rng = np.random.default_rng(0)
     pool = synthetic_pool(cfg, cats, None)
@@ -194,8 +194,10 @@ def test_glare_reaches_every_training_image_source(tmp_path):
     # textures and photos alike, good and defective alike
     assert {i.metadata["family"].startswith("photo_") for i in items} == {True, False}
     assert all("glare_gain" in i.metadata["nuisance"] for i in items)
-    assert real_augment(cfg).glare == 1.0 and real_augment(DataSection()).glare == 0.0
+    assert sum("exposure_scale" in i.metadata["nuisance"] for i in items) >= 10  # a hidden defect drops it
+    assert (real_augment(cfg).glare, real_augment(cfg).exposure) == (1.0, 1.0)
+    assert (real_augment(DataSection()).glare, real_augment(DataSection()).exposure) == (0.0, 0.0)
     assert real_augment(DataSection(augment_real=False)) is None
     plain_pool = synthetic_pool(DataSection(image_size=48), cats, None)
     plain = [plain_pool.draw(rng) for _ in range(4)]
-    assert not any("glare_gain" in i.metadata["nuisance"] for i in plain)  # off unless asked for
+    assert not any({"glare_gain", "exposure_scale"} & set(i.metadata["nuisance"]) for i in plain)  # opt-in

@@ -130,6 +130,37 @@ def test_highlights_brighten_the_surface_and_never_enter_the_mask() -> None:
         _check_exact(s)
 
 
+def test_exposure_darkens_or_flattens_and_never_enters_the_mask() -> None:
+    from agvas.data.synth.realism import apply_nuisance, sample_nuisance, unexposed
+
+    draws = [sample_nuisance(np.random.default_rng(s), 64, 1.0, exposure=1.0) for s in range(40)]
+    assert all(d.exposure_scale < 1.0 and "exposure_scale" in d.summary for d in draws)
+    dark = [d for d in draws if d.exposure_pivot == 0.0]
+    flat = [d for d in draws if d.exposure_pivot > 0.0]
+    assert dark and flat  # both kinds are drawn
+    ramp = np.repeat(np.linspace(0.05, 0.95, 64, dtype=np.float32)[None, :, None], 64, 0).repeat(3, -1)
+    for d in dark + flat:
+        d.noise = None
+        plain, seen = apply_nuisance(ramp.copy(), unexposed(d)), apply_nuisance(ramp.copy(), d)
+        assert "exposure_scale" not in unexposed(d).summary
+        assert float(seen.std()) < float(plain.std())  # less contrast either way
+        if d.exposure_pivot == 0.0:
+            assert float(seen.mean()) < 0.6 * float(plain.mean())  # darker
+    # exposure 0 draws nothing more: earlier datasets reproduce exactly
+    r0, r1 = np.random.default_rng(5), np.random.default_rng(5)
+    sample_nuisance(r0, 32, glare=0.5), sample_nuisance(r1, 32, glare=0.5, exposure=0.0)
+    assert r0.random() == r1.random()
+    # defect and twin share the exposure: the mask stays exact; a defect it hides keeps the defect and
+    # loses the exposure instead, so generation never fails for it
+    kept = 0
+    for seed in range(12):
+        s = generate_sample(np.random.default_rng(seed), ("metal", "marble")[seed % 2],
+                            ("stain", "scratch", "crack")[seed % 3], size=96, exposure=1.0)
+        kept += "exposure_scale" in s.meta["nuisance"]
+        _check_exact(s)
+    assert kept >= 8
+
+
 def test_unknown_names_are_errors() -> None:
     with pytest.raises(ValueError, match="unknown defect"):
         generate_sample(np.random.default_rng(0), "wood", "dent", size=64)
@@ -298,10 +329,10 @@ def test_cli_synth(tmp_path: Path, tiny_textures: Path) -> None:
             if e.anomaly:
                 assert read_mask(out / e.mask_path).shape == read_image_rgb(out / e.img_path).shape[:2]
     lit = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "lit"), "--n", "3", "--size", "48",
-                                   "--split", "train", "--glare", "1"])
+                                   "--split", "train", "--glare", "1", "--exposure", "1"])
     assert lit.exit_code == 0, lit.output
-    lines = (tmp_path / "lit" / SYNTH_META_FILE).read_text().splitlines()
-    assert len(lines) == 3 and all("glare_gain" in json.loads(ln)["nuisance"] for ln in lines)
+    lines = [json.loads(ln)["nuisance"] for ln in (tmp_path / "lit" / SYNTH_META_FILE).read_text().splitlines()]
+    assert len(lines) == 3 and all("glare_gain" in n and "exposure_scale" in n for n in lines)
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "bad"), "--n", "2",
                                    "--families", "velvet"])
     assert bad.exit_code != 0 and "velvet" in bad.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -65,6 +66,18 @@ def test_config_errors_name_the_problem(tmp_path):
         load_train_config(bad)
     cfg = load_train_config(recipe(tmp_path), {"optim.lr": 0.5, "steps": 9})
     assert cfg.optim.lr == 0.5 and cfg.steps == 9 and cfg.data.image_size == 64
+    # YAML reads 3e-4 (no dot) as a string: numbers are taken as their fields declare them
+    bad.write_text("steps: '40'\noptim: {lr: 3e-4, warmup_steps: 1.0e1}\ndata: {glare: 1, real_normal_rate: null}\n")
+    cfg = load_train_config(bad, {"data.exposure": "0.25"})
+    assert (cfg.steps, cfg.optim.lr, cfg.optim.warmup_steps) == (40, 3e-4, 10)
+    assert isinstance(cfg.optim.lr, float) and isinstance(cfg.steps, int)
+    assert (cfg.data.glare, cfg.data.exposure, cfg.data.real_normal_rate) == (1.0, 0.25, None)
+    for key, value, message in [("optim.lr", "fast", "optim.lr: expected a float, got 'fast'"),
+                                ("steps", 2.5, "steps: expected an integer, got 2.5"),
+                                ("data.augment_real", "yes please", "data.augment_real: expected a bool"),
+                                ("optim.lr", None, "optim.lr: expected a float, got None")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_train_config(bad, {key: value})
 
 
 def test_data_order_is_a_function_of_the_step():

@@ -88,6 +88,8 @@ def synth(
                                    help="Scale of illumination/noise/blur variation on every image."),
     glare: float = typer.Option(0.0, "--glare", min=0.0, max=1.0,
                                 help="Chance of specular highlights on an image (good or defective)."),
+    exposure: float = typer.Option(0.0, "--exposure", min=0.0, max=1.0,
+                                   help="Chance of a dark or flat exposure of an image (good or defective)."),
 ) -> None:
     """Generate synthetic anomalies with exact masks and per-image descriptions.
 
@@ -109,7 +111,7 @@ def synth(
                 families=_names(families), defects=_names(defects),
                 holdout_families=DEFAULT_HOLDOUT_FAMILIES if given_families is None else given_families,
                 holdout_defects=DEFAULT_HOLDOUT_DEFECTS if given_defects is None else given_defects,
-                split=split, workers=workers, nuisance=nuisance, glare=glare,
+                split=split, workers=workers, nuisance=nuisance, glare=glare, exposure=exposure,
                 progress=lambda k: progress.advance(task, k))
         except ValueError as err:
             raise typer.BadParameter(str(err)) from None

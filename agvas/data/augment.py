@@ -33,6 +33,8 @@ class RealAugment:
     """Strength of the lighting/optics draw (0: none, 1: the synthetic generator's default)."""
     glare: float = 0.0
     """Chance of added specular highlights (`realism.sample_nuisance`)."""
+    exposure: float = 0.0
+    """Chance of a dark or flat exposure (`realism.sample_nuisance`)."""
 
     def __call__(self, image: np.ndarray, mask: np.ndarray,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +53,6 @@ class RealAugment:
             k = int(rng.integers(1, 4))
             image, mask = np.rot90(image, k), np.rot90(mask, k)
         if self.nuisance > 0:
-            nz = sample_nuisance(rng, self.size, self.nuisance, self.glare)
+            nz = sample_nuisance(rng, self.size, self.nuisance, self.glare, self.exposure)
             image = to_uint8(apply_nuisance(image.astype(np.float32) / 255.0, nz))
         return np.ascontiguousarray(image), np.ascontiguousarray(mask)

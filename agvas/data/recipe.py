@@ -74,6 +74,8 @@ class DataSection:
     glare: float = 0.0
     """The chance that a training image (synthetic, photo or augmented real, good or defective) gets
     specular highlights, a nuisance that must not read as a defect (`agvas.data.synth.realism`)."""
+    exposure: float = 0.0
+    """The chance that a training image gets a dark or flat exposure (likewise never a defect)."""
     camvid: str | None = None
     """A CamVid root: real-scene referring segmentation ("segment the road") in the general source."""
     camvid_share: float = 0.5
@@ -97,7 +99,7 @@ class DataSection:
 
 
 def real_augment(cfg: DataSection) -> RealAugment | None:
-    return RealAugment(cfg.image_size, glare=cfg.glare) if cfg.augment_real else None
+    return RealAugment(cfg.image_size, glare=cfg.glare, exposure=cfg.exposure) if cfg.augment_real else None
 
 
 def category_split(cfg: DataSection) -> tuple[CategorySplit, TextureBank | None]:
@@ -112,13 +114,14 @@ class SyntheticTrainPool:
     """On-the-fly synthetic images of the training categories only."""
 
     def __init__(self, cats: CategorySplit, bank: TextureBank | PhotoBank | None, size: int,
-                 normal_fraction: float, glare: float = 0.0) -> None:
+                 normal_fraction: float, glare: float = 0.0, exposure: float = 0.0) -> None:
         self.cats, self.bank, self.size, self.normal_fraction = cats, bank, size, normal_fraction
-        self.glare = glare
+        self.glare, self.exposure = glare, exposure
 
     def __call__(self, rng: np.random.Generator) -> Any:
         family, kind = self.cats.draw(rng, "train", self.normal_fraction)
-        sample = generate_sample(rng, family, kind, self.size, self.bank, glare=self.glare)
+        sample = generate_sample(rng, family, kind, self.size, self.bank, glare=self.glare,
+                                 exposure=self.exposure)
         sample.meta["cls_name"] = family.removeprefix(PHOTO_PREFIX)
         return sample
 
@@ -138,14 +141,16 @@ def photo_bank(cfg: DataSection) -> PhotoBank | None:
 def synthetic_pool(cfg: DataSection, cats: CategorySplit, bank: TextureBank | None) -> Pool:
     """Defects on procedural and DTD surfaces, and, with `data.photos`, on good photographs at
     `photo_share` (every photo class is a training family; the held-out defect kinds stay held out)."""
-    pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction, cfg.glare))
+    pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction, cfg.glare,
+                                                   cfg.exposure))
     photos = photo_bank(cfg)
     if photos is None:
         return pool
     if not 0.0 <= cfg.photo_share <= 1.0:
         raise ValueError(f"data.photo_share must be in [0, 1], got {cfg.photo_share}")
     on_photos = split_categories(photos.families, DEFECT_KINDS, (), cats.holdout_defects)
-    painted = GeneratorPool(SyntheticTrainPool(on_photos, photos, cfg.image_size, cfg.normal_fraction, cfg.glare))
+    painted = GeneratorPool(SyntheticTrainPool(on_photos, photos, cfg.image_size, cfg.normal_fraction, cfg.glare,
+                                                   cfg.exposure))
     return UnionPool([pool, painted], [1.0 - cfg.photo_share, cfg.photo_share])
 
 

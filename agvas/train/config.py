@@ -83,8 +83,36 @@ def _build(cls, raw: dict[str, Any], where: str):
             value = _build(sub, value or {}, f"{where}.{name}")
         elif name == "betas":
             value = tuple(value)
+        else:
+            value = _scalar(value, known[name].type, f"{where}.{name}")
         values[name] = value
     return cls(**values)
+
+
+def _scalar(value: Any, annotation: Any, where: str) -> Any:
+    """A number or flag as its field declares it, or an error naming the key.
+
+    Why: YAML 1.1 reads `3e-4` (no dot) as a string, which used to reach the optimiser and fail deep in
+    torch; a string where a count belongs, or a number where a flag belongs, fails just as late.
+    """
+    kind = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace(" ", "")
+    optional = kind.endswith("|None")
+    kind = kind.removesuffix("|None")
+    if kind not in ("float", "int", "bool") or (value is None and optional):
+        return value
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif not isinstance(value, bool):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is not None and kind == "float":
+            return number
+        if number is not None and number.is_integer():
+            return int(number)
+    raise ValueError(f"{where}: expected {'an integer' if kind == 'int' else 'a ' + kind}, got {value!r}")
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

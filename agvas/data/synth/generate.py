@@ -43,11 +43,11 @@ def sample_rngs(seed: int, split: str, index: int) -> tuple[np.random.Generator,
 
 def sample_at(seed: int, split: str, index: int, cats: CategorySplit, normal_fraction: float = 0.3,
               size: int = 256, textures: TextureBank | None = None, nuisance: float = 1.0,
-              glare: float = 0.0) -> SynthSample:
+              glare: float = 0.0, exposure: float = 0.0) -> SynthSample:
     """Image `index` of `split` of the dataset with this seed, without generating any other."""
     pick, draw = sample_rngs(seed, split, index)
     family, defect = cats.draw(pick, split, normal_fraction)
-    sample = generate_sample(draw, family, defect, size, textures, nuisance, glare)
+    sample = generate_sample(draw, family, defect, size, textures, nuisance, glare, exposure)
     sample.meta.update(seed=int(seed), split=split, index=int(index))
     return sample
 
@@ -77,11 +77,12 @@ class _Job:
     textures: str | None
     nuisance: float
     glare: float
+    exposure: float
 
 
 def _write_one(job: _Job, split: str, index: int) -> dict[str, Any]:
     sample = sample_at(job.seed, split, index, job.cats, job.normal_fraction, job.size, as_bank(job.textures),
-                       job.nuisance, job.glare)
+                       job.nuisance, job.glare, job.exposure)
     family, kind = sample.meta["family"], sample.meta["defect"]
     stem = f"{split}/{family}/{index:06d}_{kind}.png"
     img_path = f"images/{stem}"
@@ -120,7 +121,7 @@ def generate_dataset(out: str | os.PathLike, n: int, seed: int = 0, textures: st
                      defects: Sequence[str] | None = None,
                      holdout_families: Sequence[str] = DEFAULT_HOLDOUT_FAMILIES,
                      holdout_defects: Sequence[str] = DEFAULT_HOLDOUT_DEFECTS, split: str = "both",
-                     workers: int = 1, nuisance: float = 1.0, glare: float = 0.0,
+                     workers: int = 1, nuisance: float = 1.0, glare: float = 0.0, exposure: float = 0.0,
                      progress: Callable[[int], None] | None = None) -> SynthSummary:
     """Write `n` images per requested split under `out` (split: 'train', 'test' or 'both').
 
@@ -148,7 +149,7 @@ def generate_dataset(out: str | os.PathLike, n: int, seed: int = 0, textures: st
         if n and not cats.pairs(s) and not cats.normals(s):
             raise ValueError(f"the {s} split has no categories with this holdout")
     job = _Job(str(out), int(seed), cats, float(normal_fraction), int(size), tex_path, float(nuisance),
-               float(glare))
+               float(glare), float(exposure))
     kept, lines = _existing(out, [s for s in SPLIT_NAMES if s not in splits])
     summary = SynthSummary(out, categories=cats)
     start = time.perf_counter()

@@ -11,11 +11,18 @@ nearly every good tyre (a soft bright patch on dark rubber, with the tread still
 because nothing bright and blob-like had ever been a normal image's. A highlight here is one or two soft,
 often elongated patches that brighten the surface both multiplicatively (the texture shows through)
 and additively (the light's own reflection); like every nuisance, it never enters the mask.
+
+Exposure changes (`exposure`) are also drawn only when asked for. Every training surface is mid-grey on
+average (mean 0.38-0.47 on the real sets), while the tyres are nearly black (mean 0.08, spread 0.05) and
+CrackForest's pavement is flat (spread 0.05): a model that never saw a dark or washed-out normal image
+has no reason to keep its masks empty on one. A draw either darkens the whole image (x0.12-0.6) or
+flattens it towards a grey level (contrast x0.2-0.6); sensor noise comes after, so it grows relative to
+the signal as it does in a real under-exposed photograph.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +47,8 @@ class Nuisance:
     glare: Array | None = None  # HxW highlight field, peak <= 1 (None: no highlight)
     glare_gain: float = 0.0  # multiplicative part: out * (1 + glare_gain * glare)
     glare_add: float = 0.0  # additive part: + glare_add * glare
+    exposure_scale: float = 1.0  # out = pivot + (out - pivot) * scale (1: unchanged)
+    exposure_pivot: float = 0.0  # 0: a darker exposure; a grey level: a flatter one
 
 
 def _highlights(rng: np.random.Generator, size: int) -> Array:
@@ -58,11 +67,13 @@ def _highlights(rng: np.random.Generator, size: int) -> Array:
     return out
 
 
-def sample_nuisance(rng: np.random.Generator, size: int, strength: float = 1.0, glare: float = 0.0) -> Nuisance:
+def sample_nuisance(rng: np.random.Generator, size: int, strength: float = 1.0, glare: float = 0.0,
+                    exposure: float = 0.0) -> Nuisance:
     """Draw nuisances; `strength` 0 gives the identity, 1 the default spread.
 
-    `glare` is the chance of specular highlights. At 0 (the default) nothing more is drawn from `rng`, so
-    data generated before highlights existed (the held-out synthetic set) reproduces exactly.
+    `glare` is the chance of specular highlights, `exposure` that of a dark or flat exposure. At 0 (the
+    defaults) nothing more is drawn from `rng`, so data generated before they existed (the held-out
+    synthetic set) reproduces exactly.
     """
     k = float(strength)
     t = np.linspace(-0.5, 0.5, size, dtype=np.float32)
@@ -91,7 +102,20 @@ def sample_nuisance(rng: np.random.Generator, size: int, strength: float = 1.0, 
         nz.glare_gain = float(rng.uniform(0.5, 3.0) * k)
         nz.glare_add = float(rng.uniform(0.0, 0.35) * k)
         summary.update(glare_gain=round(nz.glare_gain, 2), glare_add=round(nz.glare_add, 3))
+    if exposure > 0 and rng.random() < exposure:
+        if rng.random() < 0.6:
+            nz.exposure_scale = float(np.exp(-rng.uniform(np.log(1 / 0.6), np.log(1 / 0.12)) * k))
+        else:
+            nz.exposure_scale = float(rng.uniform(0.2, 0.6) ** k)
+            nz.exposure_pivot = float(rng.uniform(0.3, 0.7))
+        summary.update(exposure_scale=round(nz.exposure_scale, 3), exposure_pivot=round(nz.exposure_pivot, 3))
     return nz
+
+
+def unexposed(nz: Nuisance) -> Nuisance:
+    """The same draw without its exposure change."""
+    summary = {k: v for k, v in nz.summary.items() if not k.startswith("exposure_")}
+    return replace(nz, exposure_scale=1.0, exposure_pivot=0.0, summary=summary)
 
 
 def apply_nuisance(img: Array, nz: Nuisance | None, window: tuple[slice, slice] | None = None) -> Array:
@@ -113,6 +137,8 @@ def apply_nuisance(img: Array, nz: Nuisance | None, window: tuple[slice, slice] 
     out = (out - np.float32(0.5)) * np.float32(nz.contrast) + np.float32(0.5)
     out = np.clip(out, 0, 1, out=out) ** np.float32(nz.gamma)
     out *= gain
+    if nz.exposure_scale != 1.0:
+        out = (out - np.float32(nz.exposure_pivot)) * np.float32(nz.exposure_scale) + np.float32(nz.exposure_pivot)
     if glare is not None:
         g = glare[..., None]
         out *= np.float32(1.0) + np.float32(nz.glare_gain) * g

@@ -17,8 +17,8 @@ from scipy import ndimage
 
 from agvas.data.synth.defects import DEFECTS
 from agvas.data.synth.describe import describe_mask
-from agvas.data.synth.realism import apply_nuisance, blur_reach, sample_nuisance, to_uint8
-from agvas.data.synth.textures import PhotoBank, TextureBank, make_base
+from agvas.data.synth.realism import Nuisance, apply_nuisance, blur_reach, sample_nuisance, to_uint8, unexposed
+from agvas.data.synth.textures import Base, PhotoBank, TextureBank, make_base
 
 Array = np.ndarray
 
@@ -81,46 +81,60 @@ def _acceptable(anomalous: Array, normal: Array, mask: Array, size: int) -> bool
     return float(diff[mask].mean()) >= MIN_MEAN_CHANGE
 
 
+def _paint(rng: np.random.Generator, base: Base, defect: str, nz: Nuisance | None, normal: Array,
+           size: int) -> tuple[Array, Array, dict[str, Any], int] | None:
+    """The defect painted on `base` under `nz` (image, exact visible mask, detail, tries), stronger on each
+    try; None when it stays invisible."""
+    reach = blur_reach(nz)
+    for attempt in range(MAX_TRIES):
+        draw = DEFECTS[defect](rng, base, 1.0 + 0.4 * attempt)
+        if not draw.region.any():
+            continue
+        # only the neighbourhood of the painted region can differ: process just that window
+        inner = _window(draw.region, reach + 2, size)
+        outer = _window(draw.region, 2 * reach + 3, size)
+        crop = to_uint8(apply_nuisance(draw.image[outer], nz, outer))
+        rel = (slice(inner[0].start - outer[0].start, inner[0].stop - outer[0].start),
+               slice(inner[1].start - outer[1].start, inner[1].stop - outer[1].start))
+        anomalous, twin = crop[rel], normal[inner]
+        vis = visible_mask(anomalous, twin, draw.region[inner], reach, size)
+        if _acceptable(anomalous, twin, vis, size):
+            mask = np.zeros((size, size), np.uint8)
+            mask[inner] = vis
+            image = normal.copy()
+            image[inner] = np.where(vis[..., None], anomalous, twin)
+            return image, mask, draw.detail, attempt + 1
+    return None
+
+
 def generate_sample(rng: np.random.Generator, family: str, defect: str | None, size: int = 256,
                     textures: TextureBank | PhotoBank | str | os.PathLike | None = None,
-                    nuisance: float = 1.0, glare: float = 0.0) -> SynthSample:
+                    nuisance: float = 1.0, glare: float = 0.0, exposure: float = 0.0) -> SynthSample:
     """Draw one image of `family` with one `defect` (None: a normal image with an empty mask).
 
-    `nuisance` scales the illumination/noise/blur variation (0 switches it off); `glare` is the chance of
-    specular highlights (`realism.sample_nuisance`). Everything random
+    `nuisance` scales the illumination/noise/blur variation (0 switches it off); `glare` and `exposure` are the
+    chances of specular highlights and of a dark or flat exposure (`realism.sample_nuisance`). Everything random
     comes from `rng`, so a generator seeded from (seed, index) reproduces the sample exactly.
     """
     if defect is not None and defect not in DEFECTS:
         raise ValueError(f"unknown defect kind {defect!r}; known: {', '.join(DEFECTS)}")
     base = make_base(rng, family, size, textures)
-    nz = sample_nuisance(rng, size, nuisance, glare) if nuisance > 0 else None
+    nz = sample_nuisance(rng, size, nuisance, glare, exposure) if nuisance > 0 else None
     normal = to_uint8(apply_nuisance(base.image, nz))
     meta: dict[str, Any] = {"family": family, "defect": defect or GOOD, "anomaly": int(defect is not None)}
     if defect is None:
         mask = np.zeros((size, size), np.uint8)
         meta.update(describe_mask(normal, mask), detail={})
     else:
-        reach = blur_reach(nz)
-        for attempt in range(MAX_TRIES):
-            draw = DEFECTS[defect](rng, base, 1.0 + 0.4 * attempt)
-            if not draw.region.any():
-                continue
-            # only the neighbourhood of the painted region can differ: process just that window
-            inner = _window(draw.region, reach + 2, size)
-            outer = _window(draw.region, 2 * reach + 3, size)
-            crop = to_uint8(apply_nuisance(draw.image[outer], nz, outer))
-            rel = (slice(inner[0].start - outer[0].start, inner[0].stop - outer[0].start),
-                   slice(inner[1].start - outer[1].start, inner[1].stop - outer[1].start))
-            anomalous, twin = crop[rel], normal[inner]
-            vis = visible_mask(anomalous, twin, draw.region[inner], reach, size)
-            if _acceptable(anomalous, twin, vis, size):
-                break
-        else:
+        painted = _paint(rng, base, defect, nz, normal, size)
+        if painted is None and nz is not None and nz.exposure_scale != 1.0:
+            # a dark or flat exposure can hide a faint defect entirely: keep the defect, drop the exposure
+            nz = unexposed(nz)
+            normal = to_uint8(apply_nuisance(base.image, nz))
+            painted = _paint(rng, base, defect, nz, normal, size)
+        if painted is None:
             raise SynthesisError(f"{defect} on {family}: no visible defect after {MAX_TRIES} tries")
-        mask = np.zeros((size, size), np.uint8)
-        mask[inner] = vis
-        image = normal.copy()
-        image[inner] = np.where(vis[..., None], anomalous, twin)
-        meta.update(describe_mask(image, mask), detail=draw.detail, tries=attempt + 1)
+        image, mask, detail, tries = painted
+        meta.update(describe_mask(image, mask), detail=detail, tries=tries)
     meta["nuisance"] = nz.summary if nz is not None else {}
     return SynthSample(normal if defect is None else image, mask, meta, normal)
