@@ -17,7 +17,9 @@ average (mean 0.38-0.47 on the real sets), while the tyres are nearly black (mea
 CrackForest's pavement is flat (spread 0.05): a model that never saw a dark or washed-out normal image
 has no reason to keep its masks empty on one. A draw either darkens the whole image (x0.12-0.6) or
 flattens it towards a grey level (contrast x0.2-0.6); sensor noise comes after, so it grows relative to
-the signal as it does in a real under-exposed photograph.
+the signal as it does in a real under-exposed photograph. Measured (README, "Real images"): on the tyres it
+moved the false-alarm spot from the highlight to the shadowed side wall rather than removing it, so neither
+option is on in a shipped recipe.
 """
 
 from __future__ import annotations
