@@ -141,16 +141,17 @@ def photo_bank(cfg: DataSection) -> PhotoBank | None:
 def synthetic_pool(cfg: DataSection, cats: CategorySplit, bank: TextureBank | None) -> Pool:
     """Defects on procedural and DTD surfaces, and, with `data.photos`, on good photographs at
     `photo_share` (every photo class is a training family; the held-out defect kinds stay held out)."""
-    pool: Pool = GeneratorPool(SyntheticTrainPool(cats, bank, cfg.image_size, cfg.normal_fraction, cfg.glare,
-                                                   cfg.exposure))
+    def generated(on: CategorySplit, surfaces: TextureBank | PhotoBank | None) -> Pool:
+        return GeneratorPool(SyntheticTrainPool(on, surfaces, cfg.image_size, cfg.normal_fraction, cfg.glare,
+                                                cfg.exposure))
+
+    pool = generated(cats, bank)
     photos = photo_bank(cfg)
     if photos is None:
         return pool
     if not 0.0 <= cfg.photo_share <= 1.0:
         raise ValueError(f"data.photo_share must be in [0, 1], got {cfg.photo_share}")
-    on_photos = split_categories(photos.families, DEFECT_KINDS, (), cats.holdout_defects)
-    painted = GeneratorPool(SyntheticTrainPool(on_photos, photos, cfg.image_size, cfg.normal_fraction, cfg.glare,
-                                                   cfg.exposure))
+    painted = generated(split_categories(photos.families, DEFECT_KINDS, (), cats.holdout_defects), photos)
     return UnionPool([pool, painted], [1.0 - cfg.photo_share, cfg.photo_share])
 
 
