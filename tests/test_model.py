@@ -405,3 +405,49 @@ def test_loss_of_a_batch_is_the_mean_of_its_halves(tiny):
     whole, a, b = loss(slice(0, 4)), loss(slice(0, 2)), loss(slice(2, 4))
     for key in whole:
         assert whole[key].item() == pytest.approx((a[key].item() + b[key].item()) / 2, rel=1e-4, abs=1e-6), key
+
+
+def test_the_fine_branch_starts_as_a_no_op_then_learns_and_round_trips(tiny, tmp_path):
+    """Added to a trained model, the fine branch changes nothing until trained (its projection starts at
+    zero); it is trained with the decoder's losses, saved in model.safetensors and loaded back."""
+    batch = batch_for(tiny, n=2, masks=torch.stack([square_mask(), square_mask()]))
+    with torch.no_grad():
+        before = tiny(**batch)
+    model = type(tiny).from_pretrained(tiny.save_pretrained(tmp_path / "plain")).train()
+    model.add_fine_branch()
+    assert model.config.fine_branch and "fine" in model.added_modules()
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch).seg_logits, before.seg_logits)
+
+    model.train().zero_grad()
+    model(**batch).loss.backward()
+    assert model.fine.proj.weight.grad.abs().sum() > 0  # the heads' losses reach it
+    opt = torch.optim.SGD(model.fine.parameters(), lr=1.0)
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        trained = model(**batch)
+    assert not torch.equal(trained.seg_logits, before.seg_logits)
+
+    loaded = type(tiny).from_pretrained(model.save_pretrained(tmp_path / "fine")).eval()
+    assert loaded.config.fine_branch
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).seg_logits, trained.seg_logits)
+    hidden = torch.zeros(1, 4, tiny.lmm.config.text_config.hidden_size)
+    with pytest.raises(ValueError, match="fine branch .* needs sam_pixels"):
+        loaded.decode_masks(hidden, batch["input_ids"][:1, :4], torch.zeros(1, 64, 16, 16))
+
+
+def test_the_fine_branch_sees_detail_inside_a_patch():
+    """Two images that differ only inside one 16-pixel patch give the same upscaled grid without the branch;
+    with it, the stride-4 cells that hold the difference differ, the others far from it do not."""
+    from agvas.model.fine import FineBranch
+
+    torch.manual_seed(0)
+    branch = FineBranch(8)
+    torch.nn.init.normal_(branch.proj.weight)
+    a = torch.zeros(1, 3, 64, 64)
+    b = a.clone()
+    b[..., 20:22, 20:22] = 1.0  # a 2-pixel dot inside the patch at rows/cols 16..31
+    diff = (branch(a, (16, 16)) - branch(b, (16, 16))).abs().sum(1)[0]
+    assert diff[5, 5] > 0 and diff[0, 0] == 0 and diff[12:, 12:].abs().sum() == 0

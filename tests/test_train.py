@@ -205,6 +205,16 @@ def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, t
     with pytest.raises(ValueError, match="tiny/agvas checkpoint, but the recipe names tiny/lisa"):
         initial_model(load_train_config(path))
 
+    path = recipe(tmp_path, model={"preset": "tiny", "init_from": str(first), "fine_branch": True})
+    model = initial_model(load_train_config(path))  # the branch is added to the first stage's model
+    assert model.config.fine_branch and model.fine is not None and model.fine.proj.weight.requires_grad
+    state = model.state_dict()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
+    fine_first = model.save_pretrained(tmp_path / "fine")
+    path = recipe(tmp_path, model={"preset": "tiny", "init_from": str(fine_first), "fine_branch": False})
+    with pytest.raises(ValueError, match="has a fine branch; model.fine_branch=false cannot remove it"):
+        initial_model(load_train_config(path))
+
 
 @pytest.mark.parametrize("config", ["zero2.json", "zero3.json"])
 def test_deepspeed_gets_the_recipes_micro_batch(tmp_path, config):

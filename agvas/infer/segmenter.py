@@ -181,7 +181,7 @@ class Segmenter:
         with self.timer("llm"):
             hidden, _ = model.llm_hidden(embeds, None if bool(attn.all()) else attn, use_cache=False)
         with self.timer("agmd"):
-            decoded, found = model.decode_masks(hidden, ids, f_p)
+            decoded, found = model.decode_masks(hidden, ids, f_p, pixels["sam_pixels"])
         with self.timer("postprocess"):
             return build_results(model, decoded, found, pixels["resized_sizes"], pixels["original_sizes"],
                                  [answer] * len(arrays), "direct", list(names))
@@ -203,7 +203,7 @@ class Segmenter:
         budget = self._token_budget(ids.shape[1], max_new_tokens)
         gen = greedy_generate(model, embeds, attn, budget, self.timer)
         with self.timer("agmd"):
-            decoded, found = model.decode_masks(gen.hidden, gen.answer_ids, f_p)
+            decoded, found = model.decode_masks(gen.hidden, gen.answer_ids, f_p, pixels["sam_pixels"])
         with self.timer("postprocess"):
             texts = [model.tokenizer.decode(t, skip_special_tokens=False).strip() for t in gen.tokens]
             results = build_results(model, decoded, found, pixels["resized_sizes"], pixels["original_sizes"],

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from agvas.model import backbones
 from agvas.model.checkpoint import load_checkpoint, save_checkpoint
 from agvas.model.config import AGVASConfig
 from agvas.model.decoder import AnchorGuidedMaskDecoder, DecoderOutput
+from agvas.model.fine import FineBranch
 from agvas.model.losses import LossParts, segmentation_losses, text_loss, total_loss
 from agvas.model.processor import AGVASProcessor, add_anchor_tokens
 from agvas.model.refiner import TokenRefiner
@@ -91,6 +92,7 @@ class AGVASModel(nn.Module):
         self.refiner = TokenRefiner(llm_dim, dim)
         self.decoder = AnchorGuidedMaskDecoder(config.anchors, dim, config.decoder_depth, config.decoder_heads,
                                                config.decoder_mlp_dim)
+        self.fine = FineBranch(dim // 8) if config.fine_branch else None
         self._sam = [sam]  # kept for saving trained tiny backbones; not a submodule (its decoder is unused)
         self.backbone_paths: dict[str, str] = {}
         self.tokenizer = tokenizer
@@ -269,13 +271,28 @@ class AGVASModel(nn.Module):
         hidden, _ = self.llm_hidden(inputs_embeds, attention_mask)
         return hidden, self.token_logits(hidden)
 
-    def decode_masks(self, hidden: Tensor, input_ids: Tensor, f_p: Tensor) -> tuple[DecoderOutput, Tensor]:
+    def decode_masks(self, hidden: Tensor, input_ids: Tensor, f_p: Tensor,
+                     sam_pixels: Tensor | None = None) -> tuple[DecoderOutput, Tensor]:
         """Masks from the anchors' hidden states (refined, then decoded against f_p), and whether every
-        sequence holds all anchors; `input_ids` says where the anchors are in `hidden`."""
+        sequence holds all anchors; `input_ids` says where the anchors are in `hidden`. A model with the
+        fine branch also needs the pixels f_p was encoded from."""
         positions, found = self.anchor_positions(input_ids)
         anchor_hidden = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         refined = self.refiner(anchor_hidden)
-        return self.decoder(refined, f_p), found
+        fine = None
+        if self.fine is not None:
+            if sam_pixels is None:
+                raise ValueError("this model has a fine branch (config.fine_branch): decode_masks needs sam_pixels")
+            fine = self.fine(sam_pixels, (4 * f_p.shape[-2], 4 * f_p.shape[-1]))
+        return self.decoder(refined, f_p, fine), found
+
+    def add_fine_branch(self) -> None:
+        """Give a trained model the fine branch (a second training stage); it starts as a no-op."""
+        if self.fine is not None:
+            return
+        weight = self.decoder.upscale_conv2.weight
+        self.fine = FineBranch(self.decoder.upscale_conv2.out_channels).to(weight.device, weight.dtype)
+        self.config = replace(self.config, fine_branch=True)
 
     def forward(self, input_ids: Tensor, semantic_pixels: Tensor, sam_pixels: Tensor,
                 attention_mask: Tensor | None = None, labels: Tensor | None = None, masks: Tensor | None = None,
@@ -286,7 +303,7 @@ class AGVASModel(nn.Module):
         f_s, f_p = self.encode_images(semantic_pixels, sam_pixels)
         embeds = self.embed_inputs(input_ids, f_s, f_p)
         hidden, logits = self.run_llm(embeds, attention_mask)
-        dec, found = self.decode_masks(hidden, input_ids, f_p)
+        dec, found = self.decode_masks(hidden, input_ids, f_p, sam_pixels)
         out = AGVASOutput(logits=logits, anchor_found=found, decoder=dec)
         size = tuple(masks.shape[-2:]) if masks is not None else None
         maps = [self.upsample(x, resized_sizes, size) for x in (dec.seg_logits, dec.nor_logits, dec.ano_logits)]
@@ -339,6 +356,8 @@ class AGVASModel(nn.Module):
         mods: dict[str, nn.Module] = {"refiner": self.refiner, "decoder": self.decoder}
         if self.spam is not None:
             mods["spam"] = self.spam
+        if self.fine is not None:
+            mods["fine"] = self.fine
         return mods
 
     def parameter_table(self) -> list[tuple[str, int, int]]:

@@ -87,8 +87,9 @@ class AnchorGuidedMaskDecoder(nn.Module):
         self.upscale_conv2 = nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2)
         self.output_hypernetworks_mlps = nn.ModuleList(HypernetMLP(dim, dim // 8) for _ in self.anchors)
 
-    def forward(self, anchor_embeds: Tensor, pixel_embeds: Tensor) -> DecoderOutput:
-        """anchor_embeds (B, A, C): refined anchors in `self.anchors` order; pixel_embeds (B, C, H, W)."""
+    def forward(self, anchor_embeds: Tensor, pixel_embeds: Tensor, fine: Tensor | None = None) -> DecoderOutput:
+        """anchor_embeds (B, A, C): refined anchors in `self.anchors` order; pixel_embeds (B, C, H, W);
+        fine (B, C/8, 4H, 4W), the fine branch's detail, added to the upscaled embedding the heads classify."""
         b, _, h, w = pixel_embeds.shape
         queries = self.query_tokens.weight.unsqueeze(0).expand(b, -1, -1)
         tokens = torch.cat([queries, anchor_embeds.to(queries.dtype)], dim=1)
@@ -99,6 +100,8 @@ class AnchorGuidedMaskDecoder(nn.Module):
         image = image.transpose(1, 2).reshape(b, -1, h, w)
         up = F.gelu(self.upscale_layer_norm(self.upscale_conv1(image)))
         up = F.gelu(self.upscale_conv2(up))
+        if fine is not None:
+            up = up + fine.to(up.dtype)
         kernels = torch.stack(
             [mlp(tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )

@@ -30,9 +30,13 @@ class ModelSection:
     lora_rank: int | None = None
     image_weight: float | None = None
     """The image-level decision term's weight (`agvas.model.losses.image_loss`); None: the preset's (0)."""
+    fine_branch: bool | None = None
+    """Stride-4 pixel detail for the mask heads (`agvas.model.fine`); None: the preset's (off). With
+    `init_from`, True adds the branch to the loaded checkpoint (as a no-op to start from)."""
     init_from: str | None = None
     """An AG-VAS checkpoint folder to start from instead of fresh weights (a second training stage).
-    Its architecture is kept; `preset`/`variant` must name it, and only the loss weights above apply."""
+    Its architecture is kept, but for `fine_branch`; `preset`/`variant` must name it, and only the loss
+    weights above apply."""
 
 
 @dataclass

@@ -101,7 +101,7 @@ def initial_model(cfg: TrainConfig) -> AGVASModel:
     if section.init_from is None:
         return build_model(section.preset, section.variant, lmm=section.lmm, sam=section.sam,
                            backbone_dir=Path(cfg.out) / "backbones", seed=cfg.seed, lora_rank=section.lora_rank,
-                           image_weight=section.image_weight)
+                           image_weight=section.image_weight, fine_branch=section.fine_branch)
     model = AGVASModel.from_pretrained(section.init_from)
     expected = preset_config(section.preset, section.variant, lmm=model.config.lmm, sam=model.config.sam)
     if model.config.name != expected.name or model.config.anchors != expected.anchors:
@@ -109,6 +109,11 @@ def initial_model(cfg: TrainConfig) -> AGVASModel:
                          f"recipe names {expected.name}")
     if section.image_weight is not None:
         model.config = replace(model.config, image_weight=section.image_weight)
+    if section.fine_branch:
+        model.add_fine_branch()
+    elif section.fine_branch is False and model.fine is not None:
+        raise ValueError(f"model.init_from {section.init_from} has a fine branch; model.fine_branch=false "
+                         "cannot remove it")
     return model
 
 
