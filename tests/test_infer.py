@@ -326,3 +326,20 @@ def test_a_checkout_folder_named_agvas_in_the_cwd_is_detected(tmp_path):
 
     assert proc.stdout.strip() == str(DEFAULT_CHECKPOINT)
     assert str(tmp_path / "agvas") in proc.stderr and "namespace package" in proc.stderr
+
+
+def test_both_paths_feed_the_fine_branch_its_pixels(fitted_checkpoint, fast_results):
+    """A model with the fine branch gets SAM's pixels on the fast path and on generation alike: their masks
+    agree, and a trained (non-zero) branch changes the maps."""
+    model = AGVASModel.from_pretrained(fitted_checkpoint)
+    model.add_fine_branch()
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.fine.proj.weight, std=0.5)
+    seg = Segmenter(model, device="cpu")
+    images = random_images()
+    fast = seg.segment(images, batch_size=3)
+    generated = seg.segment(images, fast=False, batch_size=2)
+    for f, g, before in zip(fast, generated, fast_results, strict=True):
+        assert g.text == direct_answer(seg.anchors)
+        np.testing.assert_allclose(f.anomaly_map, g.anomaly_map, atol=1e-5)
+        assert not np.allclose(f.anomaly_map, before.anomaly_map, atol=1e-3)
