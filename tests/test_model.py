@@ -449,5 +449,6 @@ def test_the_fine_branch_sees_detail_inside_a_patch():
     a = torch.zeros(1, 3, 64, 64)
     b = a.clone()
     b[..., 20:22, 20:22] = 1.0  # a 2-pixel dot inside the patch at rows/cols 16..31
-    diff = (branch(a, (16, 16)) - branch(b, (16, 16))).abs().sum(1)[0]
+    diff = (branch(a) - branch(b)).abs().sum(1)[0]
+    assert diff.shape == (16, 16)  # stride 4: AGMD's upscaled grid
     assert diff[5, 5] > 0 and diff[0, 0] == 0 and diff[12:, 12:].abs().sum() == 0

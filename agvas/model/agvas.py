@@ -92,7 +92,7 @@ class AGVASModel(nn.Module):
         self.refiner = TokenRefiner(llm_dim, dim)
         self.decoder = AnchorGuidedMaskDecoder(config.anchors, dim, config.decoder_depth, config.decoder_heads,
                                                config.decoder_mlp_dim)
-        self.fine = FineBranch(dim // 8) if config.fine_branch else None
+        self.fine = FineBranch(self.decoder.upscale_conv2.out_channels) if config.fine_branch else None
         self._sam = [sam]  # kept for saving trained tiny backbones; not a submodule (its decoder is unused)
         self.backbone_paths: dict[str, str] = {}
         self.tokenizer = tokenizer
@@ -283,7 +283,7 @@ class AGVASModel(nn.Module):
         if self.fine is not None:
             if sam_pixels is None:
                 raise ValueError("this model has a fine branch (config.fine_branch): decode_masks needs sam_pixels")
-            fine = self.fine(sam_pixels, (4 * f_p.shape[-2], 4 * f_p.shape[-1]))
+            fine = self.fine(sam_pixels)
         return self.decoder(refined, f_p, fine), found
 
     def add_fine_branch(self) -> None:

@@ -101,6 +101,8 @@ class AnchorGuidedMaskDecoder(nn.Module):
         up = F.gelu(self.upscale_layer_norm(self.upscale_conv1(image)))
         up = F.gelu(self.upscale_conv2(up))
         if fine is not None:
+            if fine.shape[-2:] != up.shape[-2:]:  # only where SAM's input side is not 16 x the embedding grid
+                fine = F.interpolate(fine, up.shape[-2:], mode="bilinear", align_corners=False)
             up = up + fine.to(up.dtype)
         kernels = torch.stack(
             [mlp(tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1

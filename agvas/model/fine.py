@@ -14,9 +14,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-STRIDE = 4
-"""The upscaled embedding's stride in SAM's input frame: 16-pixel patches, upscaled 4x."""
-
 
 class FineBranch(nn.Module):
     def __init__(self, out_channels: int, width: int = 32) -> None:
@@ -28,10 +25,9 @@ class FineBranch(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, sam_pixels: Tensor, size: tuple[int, int]) -> Tensor:
-        """sam_pixels (B, 3, S, S), SAM's normalised and padded input -> (B, out_channels, *size)."""
+    def forward(self, sam_pixels: Tensor) -> Tensor:
+        """sam_pixels (B, 3, S, S), SAM's normalised and padded input -> (B, out_channels, S/4, S/4), the grid
+        of AGMD's upscaled embedding (16-pixel patches, upscaled 4x)."""
         x = F.gelu(self.conv1(sam_pixels.to(self.conv1.weight.dtype)))
         x = F.gelu(self.conv2(x))
-        x = self.proj(F.gelu(self.conv3(x)))
-        # SAM's input side is always 16 x the embedding grid, so this is a no-op except for odd sizes.
-        return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size, mode="bilinear", align_corners=False)
+        return self.proj(F.gelu(self.conv3(x)))
