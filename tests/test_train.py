@@ -177,6 +177,7 @@ def test_training_on_real_meta_roots_with_a_real_validation_set(tmp_path):
     summary = json.loads((tmp_path / "run" / "final" / "training.json").read_text())
     assert summary["config"]["data"]["anomaly_datasets"][0]["root"] == str(train_root)
     assert f"anomaly set: {train_root}" in summary["trained_on"]  # which sets, so which licences, it saw
+    assert "-core CPU (" in summary["environment"]  # the hardware its minutes were measured on
 
 
 def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, tiny_backbones):

@@ -244,16 +244,27 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
     if main:
         model.eval()
         model.save_pretrained(out / "final")
-        _write_summary(out, cfg, step, seconds, metrics, command, world)
+        _write_summary(out, cfg, step, seconds, metrics, command, world, environment(acc.device, world))
         if log is not None:
             log.close()
     return TrainResult(step, seconds, metrics, out)
 
 
+def environment(device: torch.device, processes: int) -> str:
+    """The hardware a run trained on, in words, for training.json and the Hub card: a figure measured in
+    minutes means nothing without it."""
+    if device.type == "cuda":
+        return f"{processes} × {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    where = f"{processes} processes on " if processes > 1 else ""
+    return f"{where}{cores}-core CPU ({platform.machine()}), {torch.get_num_threads()} torch threads"
+
+
 def _write_summary(out: Path, cfg: TrainConfig, step: int, seconds: float, metrics: dict[str, Any],
-                   command: str | None, processes: int) -> None:
+                   command: str | None, processes: int, hardware: str) -> None:
     atomic_write_json(out / "final" / "training.json", {
         "command": command, "seed": cfg.seed, "steps": step, "planned_steps": cfg.steps, "processes": processes,
+        "environment": hardware,
         "global_batch": cfg.global_batch, "seconds": round(seconds, 1),
         "minutes": round(seconds / 60, 2), "final_metrics": {k: (round(v, 2) if math.isfinite(v) else None)
                                                               for k, v in metrics.items()},
