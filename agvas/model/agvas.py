@@ -92,7 +92,7 @@ class AGVASModel(nn.Module):
         self.refiner = TokenRefiner(llm_dim, dim)
         self.decoder = AnchorGuidedMaskDecoder(config.anchors, dim, config.decoder_depth, config.decoder_heads,
                                                config.decoder_mlp_dim)
-        self.fine = FineBranch(self.decoder.upscale_conv2.out_channels) if config.fine_branch else None
+        self.fine = self._new_fine_branch() if config.fine_branch else None
         self._sam = [sam]  # kept for saving trained tiny backbones; not a submodule (its decoder is unused)
         self.backbone_paths: dict[str, str] = {}
         self.tokenizer = tokenizer
@@ -291,8 +291,12 @@ class AGVASModel(nn.Module):
         if self.fine is not None:
             return
         weight = self.decoder.upscale_conv2.weight
-        self.fine = FineBranch(self.decoder.upscale_conv2.out_channels).to(weight.device, weight.dtype)
+        self.fine = self._new_fine_branch().to(weight.device, weight.dtype)
         self.config = replace(self.config, fine_branch=True)
+
+    def _new_fine_branch(self) -> FineBranch:
+        """Sized to the embedding AGMD's heads classify, the one its output is added to."""
+        return FineBranch(self.decoder.upscale_conv2.out_channels)
 
     def forward(self, input_ids: Tensor, semantic_pixels: Tensor, sam_pixels: Tensor,
                 attention_mask: Tensor | None = None, labels: Tensor | None = None, masks: Tensor | None = None,
