@@ -229,3 +229,43 @@ def test_deepspeed_gets_the_recipes_micro_batch(tmp_path, config):
     assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 2
     assert not plugin.is_auto("train_micro_batch_size_per_gpu")
     assert plugin.deepspeed_config["gradient_accumulation_steps"] == 4
+
+
+def test_the_fine_branch_learns_only_from_optim_fine_branch_from(tmp_path, tiny_backbones):
+    """A late fine branch is a parameter group on the run's schedule whose rate is 0 before its step: it
+    stays the no-op it starts as while everything else learns, then learns at the common rate."""
+    from dataclasses import replace
+
+    from model_fixtures import build
+
+    from agvas.model.config import preset_config
+    from agvas.train.loop import build_optimizer
+
+    model = build(replace(preset_config("tiny"), fine_branch=True), tiny_backbones).train()
+    cfg = load_train_config(recipe(tmp_path, steps=10, optim={"lr": 1e-3, "warmup_steps": 0,
+                                                             "fine_branch_from": 3}))
+    optimizer, scheduler = build_optimizer(model, cfg)
+    fine = list(model.fine.parameters())
+    rest = [p for p in model.parameters() if p.requires_grad and all(p is not f for f in fine)]
+    assert [len(g["params"]) for g in optimizer.param_groups] == [len(rest), len(fine)]
+    fine_start = [p.detach().clone() for p in fine]
+    lrs = []
+    for _ in range(5):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p) if p.requires_grad else None
+        before = [p.detach().clone() for p in fine]
+        optimizer.step()
+        scheduler.step()
+        lrs.append([g["lr"] for g in optimizer.param_groups])
+        moved = any(not torch.equal(a, p) for a, p in zip(before, fine, strict=True))
+        assert moved == (len(lrs) > 3), f"step {len(lrs) - 1}: fine branch moved={moved}"
+    assert [round(b, 6) for _, b in lrs[:2]] == [0.0, 0.0] and lrs[3][1] == lrs[3][0] > 0
+    assert not torch.equal(fine_start[-1], fine[-1])
+
+    no_branch = build(preset_config("tiny"), tiny_backbones)
+    with pytest.raises(ValueError, match="fine_branch_from is set but the model has no fine branch"):
+        build_optimizer(no_branch, cfg)
+    with pytest.raises(ValueError, match=r"fine_branch_from must be in \[0, steps=10\), got 10"):
+        build_optimizer(model, load_train_config(recipe(tmp_path, steps=10, optim={"fine_branch_from": 10})))
+    one_group, _ = build_optimizer(model, load_train_config(recipe(tmp_path)))  # 0: one group, as before
+    assert len(one_group.param_groups) == 1

@@ -46,6 +46,10 @@ class OptimSection:
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    fine_branch_from: int = 0
+    """With the fine branch: the step from which it learns. Before it its learning rate is 0, so it stays the
+    no-op it starts as while the encoders and AGMD warm up on patch features; trained from step 0 it takes
+    the easy edge cues of generated defects and slows the rest (README, "Real images")."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Sampler, get_worker_info
 
 from agvas.data.collate import collate
@@ -64,6 +65,28 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return f
+
+
+def build_optimizer(model: AGVASModel, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """AdamW over the trainable parameters with the warm-up/decay schedule; with `optim.fine_branch_from`
+    the fine branch is a second parameter group whose rate stays 0 until that step."""
+    base = lr_lambda(cfg.optim.warmup_steps, cfg.steps)
+    late = cfg.optim.fine_branch_from
+    if not 0 <= late < max(cfg.steps, 1):
+        raise ValueError(f"optim.fine_branch_from must be in [0, steps={cfg.steps}), got {late}: the branch "
+                         "would never learn")
+    fine = {id(p) for p in model.fine.parameters()} if late > 0 and model.fine is not None else set()
+    if late > 0 and not fine:
+        raise ValueError("optim.fine_branch_from is set but the model has no fine branch (model.fine_branch)")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in fine]}]
+    schedules = [base]
+    if fine:
+        groups.append({"params": [p for p in trainable if id(p) in fine]})
+        schedules.append(lambda step: base(step) if step >= late else 0.0)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay)
+    return optimizer, LambdaLR(optimizer, schedules)
 
 
 @dataclass
@@ -137,10 +160,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
     with acc.main_process_first():
         model = initial_model(cfg)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim.warmup_steps, cfg.steps))
+    optimizer, scheduler = build_optimizer(model, cfg)
 
     start, elapsed = 0, 0.0
     state_dir = out / "states"
@@ -201,7 +221,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
                     outputs = wrapped(**batch)
                     acc.backward(outputs.loss)
                     if acc.sync_gradients:
-                        acc.clip_grad_norm_(params, cfg.optim.grad_clip)
+                        acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 for k, v in outputs.loss_parts.items():
