@@ -161,6 +161,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
         model = initial_model(cfg)
     model.train()
     optimizer, scheduler = build_optimizer(model, cfg)
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # what the clip covers
 
     start, elapsed = 0, 0.0
     state_dir = out / "states"
@@ -221,7 +222,7 @@ def train(cfg: TrainConfig, evaluate: Evaluator | None = None, resume: bool = Fa
                     outputs = wrapped(**batch)
                     acc.backward(outputs.loss)
                     if acc.sync_gradients:
-                        acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                        acc.clip_grad_norm_(params, cfg.optim.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 for k, v in outputs.loss_parts.items():
