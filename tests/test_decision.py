@@ -58,3 +58,38 @@ def test_segmenter_applies_a_call_decision_without_touching_the_maps(tiny_backbo
     assert np.array_equal(plain.anomaly_map, low.anomaly_map)
     assert low.mask.all() and low.anomalous and low.threshold == 0.0
     assert not strict.mask.any() and not strict.anomalous and strict.min_area == 0.9
+
+
+def _probe_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_map_scores.py"
+    spec = importlib.util.spec_from_file_location("probe_map_scores", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_scores_rank_a_defect_above_a_hot_speck_only_where_they_should(capsys):
+    """A defect is a hot 12x12 patch, a good image has one hot pixel: the max cannot tell them apart,
+    the 8-px blur and the area can; categories without both kinds are left out of the mean."""
+    probe = _probe_script()
+    maps = np.full((4, 64, 64), 0.1, dtype=np.float32)
+    maps[:2, 20:32, 20:32] = 0.9  # defective
+    maps[2:, 5, 5] = 0.9  # good, one speck
+    labels = np.array([True, True, False, False])
+    scores = probe.image_scores(maps)
+    categories = np.array(["a"] * 4)
+    assert probe.per_category_auroc(labels, scores["max (the paper's)"], categories) == 50.0
+    assert probe.per_category_auroc(labels, scores["max of 8-px box blur"], categories) == 100.0
+    assert probe.per_category_auroc(labels, scores["area above 0.5"], categories) == 100.0
+    with_good_only = np.concatenate([categories, ["b"]])
+    assert probe.per_category_auroc(np.append(labels, False), np.append(scores["mean"], 0.0), with_good_only) == 100.0
+    truths = np.zeros_like(maps, dtype=bool)
+    truths[:2, 20:32, 20:32] = True
+    good = np.full((6, 64, 64), 0.1, dtype=np.float32)
+    good[:, 5, 5] = 0.9  # the speck sits where every good part has it: the reference clears it
+    probe.reference_rule(good, maps, truths)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "false alarm 0 %, miss 0 %" in first

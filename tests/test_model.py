@@ -16,7 +16,7 @@ from agvas.model.agvas import fuse
 from agvas.model.backbones import CheckpointError
 from agvas.model.config import VARIANTS, preset_config
 from agvas.model.decoder import AnchorGuidedMaskDecoder
-from agvas.model.losses import bce_loss, dice_loss, image_loss, segmentation_losses
+from agvas.model.losses import bce_loss, dice_loss, image_loss, normal_loss, segmentation_losses
 from agvas.model.refiner import TokenRefiner
 from agvas.model.spam import SemanticPixelAlignment
 from agvas.model.transformer import TwoWayTransformer
@@ -172,6 +172,28 @@ def test_image_term_charges_the_pixels_that_flag_a_good_image():
     bad = good.clone()
     bad[:, 30:34, 30:34] = 1  # an anomalous image is charged while its top pixels stay below 0.5
     assert image_loss(logits, bad, topk=4 / 4096)[1].item() == pytest.approx(6.0, rel=1e-2)
+
+
+def test_good_image_term_charges_only_good_images_hottest_pixels():
+    """Five confident pixels on a good 64x64 image: the smoothed Dice has saturated on them, this term has
+    not; a defective image, whatever its peak, is left to the paper's losses."""
+    logits = torch.full((2, 64, 64), -6.0, requires_grad=True)
+    with torch.no_grad():
+        logits[0, 10, 10:15] = 4.0
+    good = torch.zeros(2, 64, 64)
+    bad = good.clone()
+    bad[1, 30:34, 30:34] = 1
+    per_image = normal_loss(logits, bad, topk=5 / 4096)
+    assert per_image[0].item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(4.0)).item(), rel=1e-5)
+    assert per_image[1].item() == 0.0
+    paper = segmentation_losses(logits, -logits, logits, bad)
+    parts = segmentation_losses(logits, -logits, logits, bad, normal_weight=2.0, normal_topk=5 / 4096)
+    assert set(parts) - set(paper) == {"normal_seg", "normal_ano"}
+    assert parts["normal_seg"].item() == pytest.approx(normal_loss(logits, bad, topk=5 / 4096).sum().item())
+    dice_grad, = torch.autograd.grad(paper["dice_seg"], logits, retain_graph=True)
+    term_grad, = torch.autograd.grad(parts["normal_seg"], logits)
+    assert term_grad[0, 10, 10] > 1000 * dice_grad[0, 10, 10] > 0
+    assert (term_grad[1] == 0).all()
 
 
 def test_normal_image_in_a_batch_has_finite_loss(tiny):

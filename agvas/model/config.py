@@ -43,6 +43,9 @@ class AGVASConfig:
     image_weight: float = 0.0
     """The image-level decision term (`losses.image_loss`); 0 is the paper's objective."""
     image_topk: float = 0.001
+    normal_weight: float = 0.0
+    """The good-image term (`losses.normal_loss`); 0 is the paper's objective."""
+    normal_topk: float = 0.01
     fine_branch: bool = False
     """Stride-4 pixel detail for the mask heads (`agvas.model.fine`); False is the paper's decoder."""
     name: str = "agvas"

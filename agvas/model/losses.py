@@ -23,6 +23,7 @@ BCE_WEIGHT = 0.5
 DICE_WEIGHT = 2.0
 DICE_SMOOTH = 1.0
 IMAGE_TOPK = 0.001
+NORMAL_TOPK = 0.01
 
 
 def dice_loss(logits: Tensor, target: Tensor, smooth: float = DICE_SMOOTH) -> Tensor:
@@ -54,6 +55,23 @@ def image_loss(logits: Tensor, target: Tensor, topk: float = IMAGE_TOPK) -> Tens
     return F.binary_cross_entropy_with_logits(score, label, reduction="none")
 
 
+def normal_loss(logits: Tensor, target: Tensor, topk: float = NORMAL_TOPK) -> Tensor:
+    """BCE against "normal" of each good image's hottest `topk` share of pixels (B,); 0 where the mask
+    is not empty.
+
+    Not in the paper. The pixels that flag a good image are few and confident. The pixel-mean BCE spreads
+    their cost over every pixel of the image, and the Dice of an empty mask, 1 - 1/(ΣP + 1), saturates once
+    a few pixels fire and reaches them only through the sigmoid's vanishing slope. This term charges the
+    hottest pixels of a good image at the image's weight. Unlike `image_loss` it leaves anomalous images to
+    the paper's losses: pushing up the peak of a defective image's map also pushes up whatever false
+    positive happens to be its peak.
+    """
+    flat = logits.flatten(1)
+    k = max(1, round(topk * flat.shape[1]))
+    empty = ~(target.flatten(1) > 0.5).any(-1)
+    return F.softplus(flat.topk(k, dim=1).values).mean(-1) * empty.float()
+
+
 def text_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Next-token cross-entropy of the answer (labels != -100): the mean over samples of each sample's
     mean over its answer tokens; a sample without an answer contributes zero."""
@@ -76,10 +94,12 @@ class LossParts:
 def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, ano_logits: Tensor | None,
                         masks: Tensor, bce_weight: float = BCE_WEIGHT, dice_weight: float = DICE_WEIGHT,
                         weights: Tensor | None = None, image_weight: float = 0.0,
-                        image_topk: float = IMAGE_TOPK) -> dict[str, Tensor]:
-    """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which), and with
-    `image_weight` > 0 the image-level term (`image_loss`) on the [SEG] and [ANO] maps, whose union of
-    pixels above 0.5 is the decision.
+                        image_topk: float = IMAGE_TOPK, normal_weight: float = 0.0,
+                        normal_topk: float = NORMAL_TOPK) -> dict[str, Tensor]:
+    """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which), and two
+    optional terms on the [SEG] and [ANO] maps, whose union of pixels above 0.5 is the decision: with
+    `image_weight` > 0 the image-level term (`image_loss`), with `normal_weight` > 0 the good-image term
+    (`normal_loss`).
 
     `weights` (B,) is 1 for samples with a mask to learn from and 0 otherwise; parts are divided by B.
     """
@@ -99,6 +119,8 @@ def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, an
         out[f"dice_{name}"] = dice_weight * (dice_loss(logits, target) * weights).sum() / batch
         if image_weight > 0 and name != "nor":
             out[f"image_{name}"] = image_weight * (image_loss(logits, target, image_topk) * weights).sum() / batch
+        if normal_weight > 0 and name != "nor":
+            out[f"normal_{name}"] = normal_weight * (normal_loss(logits, target, normal_topk) * weights).sum() / batch
     return out
 
 
