@@ -16,7 +16,7 @@ from agvas.model.agvas import fuse
 from agvas.model.backbones import CheckpointError
 from agvas.model.config import VARIANTS, preset_config
 from agvas.model.decoder import AnchorGuidedMaskDecoder
-from agvas.model.losses import bce_loss, dice_loss, image_loss, normal_loss, segmentation_losses
+from agvas.model.losses import bce_loss, defect_loss, dice_loss, image_loss, normal_loss, segmentation_losses
 from agvas.model.refiner import TokenRefiner
 from agvas.model.spam import SemanticPixelAlignment
 from agvas.model.transformer import TwoWayTransformer
@@ -194,6 +194,29 @@ def test_good_image_term_charges_only_good_images_hottest_pixels():
     term_grad, = torch.autograd.grad(parts["normal_seg"], logits)
     assert term_grad[0, 10, 10] > 1000 * dice_grad[0, 10, 10] > 0
     assert (term_grad[1] == 0).all()
+
+
+def test_defect_term_charges_the_defects_own_pixels_not_the_maps_peak():
+    """A defective image whose map peaks outside the defect: the term reaches only pixels inside the mask,
+    at most the defect's own size of them; a good image is left alone."""
+    logits = torch.full((3, 64, 64), -2.0, requires_grad=True)
+    with torch.no_grad():
+        logits[0, 0, 0] = 8.0  # the peak, a false positive outside the defect
+        logits[0, 30, 30] = 3.0
+    masks = torch.zeros(3, 64, 64)
+    masks[0, 30:40, 30:40] = 1  # 100 pixels, more than k = 41
+    masks[1, 5, 5] = 1  # one pixel, fewer than k
+    per_image = defect_loss(logits, masks, topk=0.01)
+    softplus = torch.nn.functional.softplus
+    inside = (softplus(torch.tensor(-3.0)) + 40 * softplus(torch.tensor(2.0))) / 41  # 3.0 and 40 of the -2.0s
+    assert per_image[0].item() == pytest.approx(inside.item())
+    assert per_image[1].item() == pytest.approx(softplus(torch.tensor(2.0)).item())
+    assert per_image[2].item() == 0.0
+    grad, = torch.autograd.grad(per_image.sum(), logits)
+    assert grad[0, 0, 0] == 0 and grad[0, 30, 30] < 0 and (grad[2] == 0).all()
+    assert (grad[0] != 0).sum() == 41 and (grad[1] != 0).sum() == 1
+    parts = segmentation_losses(logits, -logits, logits, masks, defect_weight=1.0)
+    assert {k for k in parts if k.startswith("defect_")} == {"defect_seg", "defect_ano"}
 
 
 def test_normal_image_in_a_batch_has_finite_loss(tiny):

@@ -190,9 +190,9 @@ def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, t
 
     first = build(preset_config("tiny"), tiny_backbones, seed=5).save_pretrained(tmp_path / "stage1")
     path = recipe(tmp_path, model={"preset": "tiny", "init_from": str(first), "image_weight": 1.0,
-                                   "normal_weight": 2.0})
+                                   "normal_weight": 2.0, "defect_weight": 0.5})
     model = initial_model(load_train_config(path))
-    assert (model.config.image_weight, model.config.normal_weight) == (1.0, 2.0)
+    assert (model.config.image_weight, model.config.normal_weight, model.config.defect_weight) == (1.0, 2.0, 0.5)
     saved = load_file(str(first / "model.safetensors"))
     state = model.state_dict()
     shared = [k for k in saved if k in state]

@@ -343,7 +343,8 @@ class AGVASModel(nn.Module):
             seg = segmentation_losses(out.seg_logits, out.nor_logits, out.ano_logits, masks,
                                       self.config.bce_weight, self.config.dice_weight, weights=keep,
                                       image_weight=self.config.image_weight, image_topk=self.config.image_topk,
-                                      normal_weight=self.config.normal_weight, normal_topk=self.config.normal_topk)
+                                      normal_weight=self.config.normal_weight, normal_topk=self.config.normal_topk,
+                                      defect_weight=self.config.defect_weight)
         parts: LossParts = total_loss(ce, seg)
         return parts.parts, parts.total
 

@@ -46,6 +46,8 @@ class AGVASConfig:
     normal_weight: float = 0.0
     """The good-image term (`losses.normal_loss`); 0 is the paper's objective."""
     normal_topk: float = 0.01
+    defect_weight: float = 0.0
+    """Its counterpart on defects (`losses.defect_loss`); 0 is the paper's objective."""
     fine_branch: bool = False
     """Stride-4 pixel detail for the mask heads (`agvas.model.fine`); False is the paper's decoder."""
     name: str = "agvas"

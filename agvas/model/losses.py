@@ -72,6 +72,24 @@ def normal_loss(logits: Tensor, target: Tensor, topk: float = NORMAL_TOPK) -> Te
     return F.softplus(flat.topk(k, dim=1).values).mean(-1) * empty.float()
 
 
+def defect_loss(logits: Tensor, target: Tensor, topk: float = NORMAL_TOPK) -> Tensor:
+    """BCE against "anomalous" of the hottest pixels inside each defect's mask (B,); 0 for a good image.
+
+    Not in the paper. The counterpart of `normal_loss`: that term lowers P on good images and, since
+    the maps rank good and defective images alike, on defective ones too, until their masks come back
+    empty. This one asks that some pixel of every defect stay above 0.5, on the pixels of the defect
+    itself, not on the map's peak wherever it lies (as `image_loss` does). The `topk` share is of the
+    image's pixels, capped at the defect's own size.
+    """
+    inside = target.flatten(1) > 0.5
+    flat = logits.flatten(1).masked_fill(~inside, float("-inf"))
+    k = max(1, round(topk * flat.shape[1]))
+    hottest = flat.topk(k, dim=1).values
+    counted = torch.arange(k, device=flat.device) < inside.sum(-1, keepdim=True).clamp(max=k)
+    per_pixel = F.softplus(-hottest.masked_fill(~counted, 0.0)) * counted
+    return per_pixel.sum(-1) / counted.sum(-1).clamp(min=1) * inside.any(-1).float()
+
+
 def text_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Next-token cross-entropy of the answer (labels != -100): the mean over samples of each sample's
     mean over its answer tokens; a sample without an answer contributes zero."""
@@ -95,11 +113,11 @@ def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, an
                         masks: Tensor, bce_weight: float = BCE_WEIGHT, dice_weight: float = DICE_WEIGHT,
                         weights: Tensor | None = None, image_weight: float = 0.0,
                         image_topk: float = IMAGE_TOPK, normal_weight: float = 0.0,
-                        normal_topk: float = NORMAL_TOPK) -> dict[str, Tensor]:
+                        normal_topk: float = NORMAL_TOPK, defect_weight: float = 0.0) -> dict[str, Tensor]:
     """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which), and two
     optional terms on the [SEG] and [ANO] maps, whose union of pixels above 0.5 is the decision: with
     `image_weight` > 0 the image-level term (`image_loss`), with `normal_weight` > 0 the good-image term
-    (`normal_loss`).
+    (`normal_loss`), with `defect_weight` > 0 its counterpart on defects (`defect_loss`, same `normal_topk`).
 
     `weights` (B,) is 1 for samples with a mask to learn from and 0 otherwise; parts are divided by B.
     """
@@ -121,6 +139,8 @@ def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, an
             out[f"image_{name}"] = image_weight * (image_loss(logits, target, image_topk) * weights).sum() / batch
         if normal_weight > 0 and name != "nor":
             out[f"normal_{name}"] = normal_weight * (normal_loss(logits, target, normal_topk) * weights).sum() / batch
+        if defect_weight > 0 and name != "nor":
+            out[f"defect_{name}"] = defect_weight * (defect_loss(logits, target, normal_topk) * weights).sum() / batch
     return out
 
 

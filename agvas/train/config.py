@@ -32,6 +32,8 @@ class ModelSection:
     """The image-level decision term's weight (`agvas.model.losses.image_loss`); None: the preset's (0)."""
     normal_weight: float | None = None
     """The good-image term's weight (`agvas.model.losses.normal_loss`); None: the preset's (0)."""
+    defect_weight: float | None = None
+    """Its counterpart's on defects (`agvas.model.losses.defect_loss`); None: the preset's (0)."""
     fine_branch: bool | None = None
     """Stride-4 pixel detail for the mask heads (`agvas.model.fine`); None: the preset's (off). With
     `init_from`, True adds the branch to the loaded checkpoint (as a no-op to start from)."""

@@ -125,14 +125,14 @@ def initial_model(cfg: TrainConfig) -> AGVASModel:
         return build_model(section.preset, section.variant, lmm=section.lmm, sam=section.sam,
                            backbone_dir=Path(cfg.out) / "backbones", seed=cfg.seed, lora_rank=section.lora_rank,
                            image_weight=section.image_weight, normal_weight=section.normal_weight,
-                           fine_branch=section.fine_branch)
+                           defect_weight=section.defect_weight, fine_branch=section.fine_branch)
     model = AGVASModel.from_pretrained(section.init_from)
     expected = preset_config(section.preset, section.variant, lmm=model.config.lmm, sam=model.config.sam)
     if model.config.name != expected.name or model.config.anchors != expected.anchors:
         raise ValueError(f"model.init_from {section.init_from} is a {model.config.name} checkpoint, but the "
                          f"recipe names {expected.name}")
-    weights = {k: v for k, v in (("image_weight", section.image_weight), ("normal_weight", section.normal_weight))
-               if v is not None}
+    weights = {k: getattr(section, k) for k in ("image_weight", "normal_weight", "defect_weight")
+               if getattr(section, k) is not None}
     if weights:
         model.config = replace(model.config, **weights)
     if section.fine_branch:
