@@ -114,7 +114,7 @@ def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, an
                         weights: Tensor | None = None, image_weight: float = 0.0,
                         image_topk: float = IMAGE_TOPK, normal_weight: float = 0.0,
                         normal_topk: float = NORMAL_TOPK, defect_weight: float = 0.0) -> dict[str, Tensor]:
-    """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which), and two
+    """Per-anchor BCE and Dice for the heads that exist (the model's variant decides which), and the
     optional terms on the [SEG] and [ANO] maps, whose union of pixels above 0.5 is the decision: with
     `image_weight` > 0 the image-level term (`image_loss`), with `normal_weight` > 0 the good-image term
     (`normal_loss`), with `defect_weight` > 0 its counterpart on defects (`defect_loss`, same `normal_topk`).
