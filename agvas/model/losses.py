@@ -39,6 +39,11 @@ def bce_loss(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(-1)
 
 
+def _hottest(flat: Tensor, topk: float) -> Tensor:
+    """The `topk` share (at least one) of each row's highest values, (B, k)."""
+    return flat.topk(max(1, round(topk * flat.shape[1])), dim=1).values
+
+
 def image_loss(logits: Tensor, target: Tensor, topk: float = IMAGE_TOPK) -> Tensor:
     """BCE of each image's decision logit, the mean of its top `topk` share of pixel logits, against
     "the mask is not empty" (B,).
@@ -48,9 +53,7 @@ def image_loss(logits: Tensor, target: Tensor, topk: float = IMAGE_TOPK) -> Tens
     the smoothed Dice little more, yet each one flags the whole image. This term charges them at the
     image's weight. The top-k mean instead of the max spreads the gradient over more than one pixel.
     """
-    flat = logits.flatten(1)
-    k = max(1, round(topk * flat.shape[1]))
-    score = flat.topk(k, dim=1).values.mean(-1)
+    score = _hottest(logits.flatten(1), topk).mean(-1)
     label = (target.flatten(1) > 0.5).any(-1).float()
     return F.binary_cross_entropy_with_logits(score, label, reduction="none")
 
@@ -66,10 +69,8 @@ def normal_loss(logits: Tensor, target: Tensor, topk: float = NORMAL_TOPK) -> Te
     the paper's losses: pushing up the peak of a defective image's map also pushes up whatever false
     positive happens to be its peak.
     """
-    flat = logits.flatten(1)
-    k = max(1, round(topk * flat.shape[1]))
     empty = ~(target.flatten(1) > 0.5).any(-1)
-    return F.softplus(flat.topk(k, dim=1).values).mean(-1) * empty.float()
+    return F.softplus(_hottest(logits.flatten(1), topk)).mean(-1) * empty.float()
 
 
 def defect_loss(logits: Tensor, target: Tensor, topk: float = NORMAL_TOPK) -> Tensor:
@@ -82,10 +83,9 @@ def defect_loss(logits: Tensor, target: Tensor, topk: float = NORMAL_TOPK) -> Te
     image's pixels, capped at the defect's own size.
     """
     inside = target.flatten(1) > 0.5
-    flat = logits.flatten(1).masked_fill(~inside, float("-inf"))
-    k = max(1, round(topk * flat.shape[1]))
-    hottest = flat.topk(k, dim=1).values
-    counted = torch.arange(k, device=flat.device) < inside.sum(-1, keepdim=True).clamp(max=k)
+    hottest = _hottest(logits.flatten(1).masked_fill(~inside, float("-inf")), topk)
+    k = hottest.shape[1]
+    counted = torch.arange(k, device=hottest.device) < inside.sum(-1, keepdim=True).clamp(max=k)
     per_pixel = F.softplus(-hottest.masked_fill(~counted, 0.0)) * counted
     return per_pixel.sum(-1) / counted.sum(-1).clamp(min=1) * inside.any(-1).float()
 
@@ -131,16 +131,17 @@ def segmentation_losses(seg_logits: Tensor | None, nor_logits: Tensor | None, an
         diff = ano_logits.float() - nor_logits.float()
         heads["ano"] = (diff, masks)
         heads["nor"] = (-diff, 1 - masks)
+    # The optional terms act on the decision maps only; [NOR]'s map is the complement of [ANO]'s.
+    optional = [(term, weight, loss, topk) for term, weight, loss, topk in (
+        ("image", image_weight, image_loss, image_topk),
+        ("normal", normal_weight, normal_loss, normal_topk),
+        ("defect", defect_weight, defect_loss, normal_topk)) if weight > 0]
     out: dict[str, Tensor] = {}
     for name, (logits, target) in heads.items():
         out[f"bce_{name}"] = bce_weight * (bce_loss(logits, target) * weights).sum() / batch
         out[f"dice_{name}"] = dice_weight * (dice_loss(logits, target) * weights).sum() / batch
-        if image_weight > 0 and name != "nor":
-            out[f"image_{name}"] = image_weight * (image_loss(logits, target, image_topk) * weights).sum() / batch
-        if normal_weight > 0 and name != "nor":
-            out[f"normal_{name}"] = normal_weight * (normal_loss(logits, target, normal_topk) * weights).sum() / batch
-        if defect_weight > 0 and name != "nor":
-            out[f"defect_{name}"] = defect_weight * (defect_loss(logits, target, normal_topk) * weights).sum() / batch
+        for term, weight, loss, topk in optional if name != "nor" else ():
+            out[f"{term}_{name}"] = weight * (loss(logits, target, topk) * weights).sum() / batch
     return out
 
 
