@@ -452,35 +452,75 @@ def test_loss_of_a_batch_is_the_mean_of_its_halves(tiny):
         assert whole[key].item() == pytest.approx((a[key].item() + b[key].item()) / 2, rel=1e-4, abs=1e-6), key
 
 
-def test_the_fine_branch_starts_as_a_no_op_then_learns_and_round_trips(tiny, tmp_path):
-    """Added to a trained model, the fine branch changes nothing until trained (its projection starts at
-    zero); it is trained with the decoder's losses, saved in model.safetensors and loaded back."""
+@pytest.mark.parametrize(("add", "attribute", "flag"), [("add_fine_branch", "fine", "fine_branch"),
+                                                         ("add_self_reference", "reference", "self_reference")])
+def test_an_added_part_starts_as_a_no_op_then_learns_and_round_trips(tiny, tmp_path, add, attribute, flag):
+    """Added to a trained model, the fine branch and the self-reference cues change nothing until trained (their
+    projections start at zero); they are trained with the decoder's losses, saved in model.safetensors and
+    loaded back."""
     batch = batch_for(tiny, n=2, masks=torch.stack([square_mask(), square_mask()]))
     with torch.no_grad():
         before = tiny(**batch)
     model = type(tiny).from_pretrained(tiny.save_pretrained(tmp_path / "plain")).train()
-    model.add_fine_branch()
-    assert model.config.fine_branch and "fine" in model.added_modules()
+    getattr(model, add)()
+    part = getattr(model, attribute)
+    assert getattr(model.config, flag) and model.added_modules()[attribute] is part
     with torch.no_grad():
         assert torch.equal(model.eval()(**batch).seg_logits, before.seg_logits)
 
     model.train().zero_grad()
     model(**batch).loss.backward()
-    assert model.fine.proj.weight.grad.abs().sum() > 0  # the heads' losses reach it
-    opt = torch.optim.SGD(model.fine.parameters(), lr=1.0)
+    assert part.proj.weight.grad.abs().sum() > 0  # the heads' losses reach it
+    opt = torch.optim.SGD(part.parameters(), lr=1.0)
     opt.step()
     model.eval()
     with torch.no_grad():
         trained = model(**batch)
     assert not torch.equal(trained.seg_logits, before.seg_logits)
 
-    loaded = type(tiny).from_pretrained(model.save_pretrained(tmp_path / "fine")).eval()
-    assert loaded.config.fine_branch
+    loaded = type(tiny).from_pretrained(model.save_pretrained(tmp_path / attribute)).eval()
+    assert getattr(loaded.config, flag)
     with torch.no_grad():
         assert torch.equal(loaded(**batch).seg_logits, trained.seg_logits)
+
+
+def test_a_fine_branch_needs_the_pixels(tiny, tmp_path):
+    model = type(tiny).from_pretrained(tiny.save_pretrained(tmp_path / "plain"))
+    model.add_fine_branch()
     hidden = torch.zeros(1, 4, tiny.lmm.config.text_config.hidden_size)
     with pytest.raises(ValueError, match="fine branch .* needs sam_pixels"):
-        loaded.decode_masks(hidden, batch["input_ids"][:1, :4], torch.zeros(1, 64, 16, 16))
+        model.decode_masks(hidden, torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 64, 16, 16))
+
+
+def test_rarity_is_high_only_where_a_patch_has_no_look_alike():
+    """On a grid of identical patches with one odd 2x1 blob, the blob's cells are the rare ones: their
+    neighbourhood (each other) does not count, the rest of the grid does not resemble them."""
+    from agvas.model.reference import neighbourhood, rarity
+
+    keys = torch.zeros(1, 8 * 8, 2)
+    keys[..., 0] = 1.0
+    odd = [3 * 8 + 4, 3 * 8 + 5]
+    keys[0, odd] = torch.tensor([0.0, 1.0])
+    rare = rarity(keys, 8, 8, k=3)[0]
+    assert torch.allclose(rare[odd], torch.ones(2)) and torch.allclose(rare[[0, 20, 63]], torch.zeros(3))
+    assert rarity(torch.nn.functional.normalize(torch.ones(1, 64, 2), dim=-1), 8, 8, k=3).abs().max() < 1e-6
+    near = neighbourhood(3, 3, 1)
+    assert near[4].all() and near[0].sum() == 4 and not near[0, 8]
+
+
+def test_self_reference_cues_separate_a_rare_patch_from_a_common_one():
+    """The module's own cues, on a feature map that is uniform but for one patch: that patch alone has
+    rarity above the others, and its relative rarity is the only positive one."""
+    from agvas.model.reference import SelfReference
+
+    torch.manual_seed(0)
+    module = SelfReference(16, key_dim=8)
+    pixel = torch.randn(1, 16, 1, 1).expand(1, 16, 6, 6).clone()
+    pixel[0, :, 2, 3] = torch.randn(16)
+    cues = module.cues(pixel)[0]
+    rare, relative = cues[:, 0], cues[:, 1]
+    assert rare.argmax() == 2 * 6 + 3 and rare[2 * 6 + 3] > 0.1
+    assert (relative > 1e-6).sum() == 1 and module(pixel).shape == pixel.shape
 
 
 def test_the_fine_branch_sees_detail_inside_a_patch():

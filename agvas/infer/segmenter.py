@@ -238,7 +238,7 @@ class Segmenter:
         with self.timer("semantic_encoder"):
             f_s = self.model.semantic_encoder(pixels["semantic_pixels"])
         with self.timer("pixel_encoder"):
-            f_p = self.model.pixel_encoder(pixels["sam_pixels"])
+            f_p = self.model.encode_pixels(pixels["sam_pixels"])
         return f_s, f_p
 
     def left_pad(self, rows: Sequence[list[int]]) -> tuple[Tensor, Tensor]:

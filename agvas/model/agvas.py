@@ -29,6 +29,7 @@ from agvas.model.decoder import AnchorGuidedMaskDecoder, DecoderOutput
 from agvas.model.fine import FineBranch
 from agvas.model.losses import LossParts, segmentation_losses, text_loss, total_loss
 from agvas.model.processor import AGVASProcessor, add_anchor_tokens
+from agvas.model.reference import SelfReference
 from agvas.model.refiner import TokenRefiner
 from agvas.model.spam import SemanticPixelAlignment
 
@@ -93,6 +94,7 @@ class AGVASModel(nn.Module):
         self.decoder = AnchorGuidedMaskDecoder(config.anchors, dim, config.decoder_depth, config.decoder_heads,
                                                config.decoder_mlp_dim)
         self.fine = self._new_fine_branch() if config.fine_branch else None
+        self.reference = SelfReference(dim) if config.self_reference else None
         self._sam = [sam]  # kept for saving trained tiny backbones; not a submodule (its decoder is unused)
         self.backbone_paths: dict[str, str] = {}
         self.tokenizer = tokenizer
@@ -215,8 +217,14 @@ class AGVASModel(nn.Module):
         The processor makes fp32 pixels; each encoder gets them in its own weights' dtype, because DeepSpeed
         casts the whole model to bf16 and, unlike accelerate's mixed precision, does not autocast.
         """
-        return (self.semantic_encoder(semantic_pixels.to(_weights_dtype(self.semantic_encoder))),
-                self.pixel_encoder(sam_pixels.to(_weights_dtype(self.pixel_encoder))))
+        f_s = self.semantic_encoder(semantic_pixels.to(_weights_dtype(self.semantic_encoder)))
+        return f_s, self.encode_pixels(sam_pixels)
+
+    def encode_pixels(self, sam_pixels: Tensor) -> Tensor:
+        """The pixel embedding f_p (B, C, h, w): SAM's image encoder, then the self-reference cues if the model
+        has them; SPAM and AGMD both read this."""
+        f_p = self.pixel_encoder(sam_pixels.to(_weights_dtype(self.pixel_encoder)))
+        return f_p if self.reference is None else self.reference(f_p)
 
     def embed_inputs(self, input_ids: Tensor, f_s: Tensor, f_p: Tensor) -> Tensor:
         """Token embeddings with the image slots filled by Concat(f_s, f_align) (Eq. 3)."""
@@ -288,11 +296,18 @@ class AGVASModel(nn.Module):
 
     def add_fine_branch(self) -> None:
         """Give a trained model the fine branch (a second training stage); it starts as a no-op."""
-        if self.fine is not None:
+        self._add_part("fine", "fine_branch", self._new_fine_branch)
+
+    def add_self_reference(self) -> None:
+        """Give a trained model the self-reference cues (a second training stage); they start as a no-op."""
+        self._add_part("reference", "self_reference", lambda: SelfReference(self.pixel_encoder.out_channels))
+
+    def _add_part(self, attribute: str, flag: str, make) -> None:
+        if getattr(self, attribute) is not None:
             return
         weight = self.decoder.upscale_conv2.weight
-        self.fine = self._new_fine_branch().to(weight.device, weight.dtype)
-        self.config = replace(self.config, fine_branch=True)
+        setattr(self, attribute, make().to(weight.device, weight.dtype))
+        self.config = replace(self.config, **{flag: True})
 
     def _new_fine_branch(self) -> FineBranch:
         """Sized to the embedding AGMD's heads classify, the one its output is added to."""
@@ -364,6 +379,8 @@ class AGVASModel(nn.Module):
             mods["spam"] = self.spam
         if self.fine is not None:
             mods["fine"] = self.fine
+        if self.reference is not None:
+            mods["reference"] = self.reference
         return mods
 
     def parameter_table(self) -> list[tuple[str, int, int]]:

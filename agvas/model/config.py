@@ -50,6 +50,9 @@ class AGVASConfig:
     """Its counterpart on defects (`losses.defect_loss`); 0 is the paper's objective."""
     fine_branch: bool = False
     """Stride-4 pixel detail for the mask heads (`agvas.model.fine`); False is the paper's decoder."""
+    self_reference: bool = False
+    """Each patch's rarity within its image as a cue in the pixel embedding (`agvas.model.reference`);
+    False is the paper's."""
     name: str = "agvas"
     architecture: str = field(default=ARCHITECTURE)
 

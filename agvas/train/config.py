@@ -37,10 +37,13 @@ class ModelSection:
     fine_branch: bool | None = None
     """Stride-4 pixel detail for the mask heads (`agvas.model.fine`); None: the preset's (off). With
     `init_from`, True adds the branch to the loaded checkpoint (as a no-op to start from)."""
+    self_reference: bool | None = None
+    """Each patch's rarity within its image as a pixel-embedding cue (`agvas.model.reference`); None: the
+    preset's (off). With `init_from`, True adds it to the loaded checkpoint (as a no-op to start from)."""
     init_from: str | None = None
     """An AG-VAS checkpoint folder to start from instead of fresh weights (a second training stage).
-    Its architecture is kept, but for `fine_branch`; `preset`/`variant` must name it, and only the loss
-    weights above apply."""
+    Its architecture is kept, but for `fine_branch` and `self_reference`; `preset`/`variant` must name it,
+    and only the loss weights above apply."""
 
 
 @dataclass

@@ -125,7 +125,8 @@ def initial_model(cfg: TrainConfig) -> AGVASModel:
         return build_model(section.preset, section.variant, lmm=section.lmm, sam=section.sam,
                            backbone_dir=Path(cfg.out) / "backbones", seed=cfg.seed, lora_rank=section.lora_rank,
                            image_weight=section.image_weight, normal_weight=section.normal_weight,
-                           defect_weight=section.defect_weight, fine_branch=section.fine_branch)
+                           defect_weight=section.defect_weight, fine_branch=section.fine_branch,
+                           self_reference=section.self_reference)
     model = AGVASModel.from_pretrained(section.init_from)
     expected = preset_config(section.preset, section.variant, lmm=model.config.lmm, sam=model.config.sam)
     if model.config.name != expected.name or model.config.anchors != expected.anchors:
@@ -135,11 +136,13 @@ def initial_model(cfg: TrainConfig) -> AGVASModel:
                if getattr(section, k) is not None}
     if weights:
         model.config = replace(model.config, **weights)
-    if section.fine_branch:
-        model.add_fine_branch()
-    elif section.fine_branch is False and model.fine is not None:
-        raise ValueError(f"model.init_from {section.init_from} has a fine branch; model.fine_branch=false "
-                         "cannot remove it")
+    for flag, part, add in (("fine_branch", model.fine, model.add_fine_branch),
+                            ("self_reference", model.reference, model.add_self_reference)):
+        wanted = getattr(section, flag)
+        if wanted:
+            add()
+        elif wanted is False and part is not None:
+            raise ValueError(f"model.init_from {section.init_from} has {flag}; model.{flag}=false cannot remove it")
     return model
 
 
