@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -302,7 +303,7 @@ class AGVASModel(nn.Module):
         """Give a trained model the self-reference cues (a second training stage); they start as a no-op."""
         self._add_part("reference", "self_reference", lambda: SelfReference(self.pixel_encoder.out_channels))
 
-    def _add_part(self, attribute: str, flag: str, make) -> None:
+    def _add_part(self, attribute: str, flag: str, make: Callable[[], nn.Module]) -> None:
         if getattr(self, attribute) is not None:
             return
         weight = self.decoder.upscale_conv2.weight

@@ -4,13 +4,16 @@ within its own image, as a cue added to the pixel embedding.
 A zero-shot defect is, before anything else, rare where it sits: a scratch on a fabric has no look-alike
 elsewhere on the fabric, while every normal patch of a texture or a part has many. Training-free zero-shot
 methods (mutual scoring of patches, median deviation) live on that fact alone. The tiny preset's encoders
-learn from scratch on a few thousand generated images, and their maps do not rank good images below
+learn from scratch on 40 000 generated images, and their maps do not rank good images below
 defective ones (README, "Real images"): they fire on whatever looks defect-like, rare or not. This module
 hands AGMD and SPAM the comparison explicitly. Per patch it measures, on a learned projection of the pixel
 embedding, the mean cosine similarity to the patch's most similar patches elsewhere in the image (its
 3x3 neighbourhood excluded, so a defect two patches wide cannot vouch for itself), and how far the patch
 lies from the image's median patch. These cues go through a linear layer that starts at zero, so adding
 the module to a trained checkpoint changes nothing until it learns.
+
+On the tiny preset it did not make the maps rank images (four runs, docs/real-images.md): rarity among
+features learned from scratch is no more telling than they are. It is meant for pretrained encoders.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class SelfReference(nn.Module):
         """pixel (B, C, H, W) -> (B, H·W, key_dim + 2): [rarity, rarity − the image's median rarity,
         key − the image's median key]. The first is absolute (a good image has no rare patch at all), the
         others relative to the image."""
-        b, _, h, w = pixel.shape
+        h, w = pixel.shape[-2:]
         x = pixel.flatten(2).transpose(1, 2).to(self.key.weight.dtype)
         keys = F.normalize(self.key(self.norm(x)), dim=-1)
         rare = rarity(keys, h, w, round(self.k_fraction * h * w), self.radius)
