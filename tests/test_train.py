@@ -214,7 +214,7 @@ def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, t
     assert all(torch.equal(state[k], saved[k]) for k in saved)
     fine_first = model.save_pretrained(tmp_path / "fine")
     path = recipe(tmp_path, model={"preset": "tiny", "init_from": str(fine_first), "fine_branch": False})
-    with pytest.raises(ValueError, match="has fine_branch; model.fine_branch=false cannot remove it"):
+    with pytest.raises(ValueError, match="has a fine branch; model.fine_branch=false cannot remove it"):
         initial_model(load_train_config(path))
 
     path = recipe(tmp_path, model={"preset": "tiny", "init_from": str(fine_first), "self_reference": True})
@@ -222,7 +222,7 @@ def test_a_second_stage_starts_from_a_checkpoint_with_the_image_term(tmp_path, t
     assert model.config.fine_branch and model.config.self_reference and model.reference.proj.weight.requires_grad
     both = model.save_pretrained(tmp_path / "both")
     path = recipe(tmp_path, model={"preset": "tiny", "init_from": str(both), "self_reference": False})
-    with pytest.raises(ValueError, match="has self_reference; model.self_reference=false cannot remove it"):
+    with pytest.raises(ValueError, match="has self-reference; model.self_reference=false cannot remove it"):
         initial_model(load_train_config(path))
 
 

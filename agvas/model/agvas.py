@@ -95,7 +95,7 @@ class AGVASModel(nn.Module):
         self.decoder = AnchorGuidedMaskDecoder(config.anchors, dim, config.decoder_depth, config.decoder_heads,
                                                config.decoder_mlp_dim)
         self.fine = self._new_fine_branch() if config.fine_branch else None
-        self.reference = SelfReference(dim) if config.self_reference else None
+        self.reference = self._new_self_reference() if config.self_reference else None
         self._sam = [sam]  # kept for saving trained tiny backbones; not a submodule (its decoder is unused)
         self.backbone_paths: dict[str, str] = {}
         self.tokenizer = tokenizer
@@ -301,7 +301,7 @@ class AGVASModel(nn.Module):
 
     def add_self_reference(self) -> None:
         """Give a trained model the self-reference cues (a second training stage); they start as a no-op."""
-        self._add_part("reference", "self_reference", lambda: SelfReference(self.pixel_encoder.out_channels))
+        self._add_part("reference", "self_reference", self._new_self_reference)
 
     def _add_part(self, attribute: str, flag: str, make: Callable[[], nn.Module]) -> None:
         if getattr(self, attribute) is not None:
@@ -313,6 +313,10 @@ class AGVASModel(nn.Module):
     def _new_fine_branch(self) -> FineBranch:
         """Sized to the embedding AGMD's heads classify, the one its output is added to."""
         return FineBranch(self.decoder.upscale_conv2.out_channels)
+
+    def _new_self_reference(self) -> SelfReference:
+        """Sized to the pixel embedding it adds its cues to."""
+        return SelfReference(self.pixel_encoder.out_channels)
 
     def forward(self, input_ids: Tensor, semantic_pixels: Tensor, sam_pixels: Tensor,
                 attention_mask: Tensor | None = None, labels: Tensor | None = None, masks: Tensor | None = None,

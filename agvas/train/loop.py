@@ -136,13 +136,13 @@ def initial_model(cfg: TrainConfig) -> AGVASModel:
                if getattr(section, k) is not None}
     if weights:
         model.config = replace(model.config, **weights)
-    for flag, part, add in (("fine_branch", model.fine, model.add_fine_branch),
-                            ("self_reference", model.reference, model.add_self_reference)):
+    for flag, part, add, what in (("fine_branch", model.fine, model.add_fine_branch, "a fine branch"),
+                                  ("self_reference", model.reference, model.add_self_reference, "self-reference")):
         wanted = getattr(section, flag)
         if wanted:
             add()
         elif wanted is False and part is not None:
-            raise ValueError(f"model.init_from {section.init_from} has {flag}; model.{flag}=false cannot remove it")
+            raise ValueError(f"model.init_from {section.init_from} has {what}; model.{flag}=false cannot remove it")
     return model
 
 
