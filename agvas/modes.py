@@ -11,6 +11,8 @@ from typing import Final
 
 MODES: Final[tuple[str, ...]] = ("direct", "describe", "describe-plus", "explain")
 """The paper's four instruction types, each a single-turn mode of `Segmenter.segment`."""
+DIRECT_MODE: Final = MODES[0]
+"""The one mode whose answer is fixed ("Sure, it is [NOR][ANO][SEG]."), teacher-forced: it says nothing."""
 MODES_TEXT: Final = f"{', '.join(MODES[:-1])} or {MODES[-1]}"
 """The modes as help texts list them ("direct, describe, describe-plus or explain")."""
 CHAT_MODE: Final = "chat"

@@ -359,3 +359,21 @@ def test_one_process_folds_in_the_shards_of_a_killed_sharded_run(checkpoint, fiv
     by_path = {r["path"]: r for r in records}  # every record back, the redone ones equal to the first run's
     assert {r["path"]: r for r in _records(out)} == by_path and len(_records(out)) == len(records)
     assert all((out / r["mask"]).stat().st_mtime_ns == stamps[r["path"]] for r in (records[0], records[3]))
+
+
+def test_calibrate_chooses_a_rule_on_good_images_and_reports_a_broken_one(checkpoint, inputs, tmp_path):
+    out = tmp_path / "rule.json"
+    defective = tmp_path / "bad.png"
+    Image.fromarray(random_images()[0]).save(defective)
+    res = runner.invoke(app, ["calibrate", str(inputs), "--defective", str(defective), "--checkpoint",
+                              str(checkpoint), "--false-alarm", "0.0", "--holdout", "0.3", "--device", "cpu",
+                              "--out", str(out)])
+    assert res.exit_code == 1, res.output  # the broken file, reported after the others were used
+    assert "broken.png" in res.output and "--threshold 0.5 --min-area" in res.output
+    report = json.loads(out.read_text())
+    assert report["rule"] == "min-area" and report["calibration"]["images"] == 2
+    assert report["holdout"]["images"] == 1 and report["defective"]["images"] == 1
+    assert report["calibration"]["chosen"] == 0.0  # --false-alarm 0: every calibration image cleared
+    assert any("broken.png" in f for f in report["failed"])
+    usage = runner.invoke(app, ["calibrate", str(inputs), "--rule", "area", "--checkpoint", str(checkpoint)])
+    assert usage.exit_code == 2 and "--rule must be one of" in usage.output

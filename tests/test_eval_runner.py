@@ -24,8 +24,8 @@ from agvas.evaluate.methods import MedianDeviationMethod, Prediction, build_meth
 from agvas.evaluate.metrics import IMAGE_METRIC_KEYS, ORACLE_METRIC_KEYS, TEXT_KEYS, CategoryAccumulator, smooth
 from agvas.evaluate.report import format_value, metrics_document, metrics_markdown, read_metrics, write_json
 from agvas.evaluate.runner import EvalSettings, GalleryPicker, run_evaluation
-from agvas.evaluate.verdict import text_verdict
 from agvas.io import save_mask_png, save_png
+from agvas.verdict import text_verdict
 
 SIZE = 64
 CATEGORIES = {"alpha": (2, 3), "beta": (2, 2)}  # (normal, anomalous) images

@@ -26,7 +26,7 @@ from agvas.evaluate.metrics import (
     mean_over_categories,
     smooth,
 )
-from agvas.evaluate.verdict import text_verdict
+from agvas.verdict import text_verdict
 
 TOL = 1e-6  # on fractions; results are in percent, hence the 100 * TOL below
 

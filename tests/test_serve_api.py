@@ -107,6 +107,7 @@ def test_segment_png_returns_mask_visuals_and_decision(client):
     assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
     assert body["area_fraction"] == pytest.approx((mask > 0).mean(), abs=1e-6)
     assert body["anomalous"] == bool(mask.any()) and 0.0 <= body["score"] <= 1.0
+    assert body["text_verdict"] is None and body["text_agrees"] is None  # the fixed answer says nothing
     for key in ("overlay_png_base64", "heat_png_base64"):
         assert decode_png(body[key]).shape == (48, 64, 3)
 
@@ -142,6 +143,9 @@ def test_segment_jpeg_json_and_raw_png_mask(client):
 def test_generating_mode_and_a_two_turn_chat(client):
     body = post(client, encoded(), {"mode": "describe-plus", "expectation": "A normal part is smooth."}).json()
     assert body["mode"] == "describe-plus" and isinstance(body["text"], str)
+    assert body["text_verdict"] in ("anomalous", "normal", None)
+    assert body["text_agrees"] == (None if body["text_verdict"] is None
+                                   else (body["text_verdict"] == "anomalous") == body["anomalous"])
     first = post(client, encoded(), {"message": "Is there a defect?"}, path="/v1/chat")
     assert first.status_code == 200, first.text
     history = first.json()["history"]

@@ -77,11 +77,15 @@ def test_page_segments_an_example_and_chats(server_url, browser, tmp_path):
     assert [a.text for a in labels] == ["NOR", "ANO", "SEG"] and "[" not in element("answer").text
     assert 0.0 <= float(element("score").text) <= 1.0
     assert element("decision").text in ("ANOMALOUS", "NORMAL")  # direct mode always decodes a mask
+    assert not element("note").is_displayed()  # direct mode's fixed answer cannot contradict the mask
     for image in ("heat", "mask"):
         assert browser.execute_script(f"return document.getElementById('{image}').naturalWidth") == 192
     assert element("download").get_attribute("href").startswith("blob:")
     assert element("download").get_attribute("download") == "metal_hole_mask.png"
     browser.save_screenshot(str(tmp_path / "page_segment.png"))
+    shown = browser.execute_script("const r = {...state.shown.result, text_agrees: false, text_verdict: 'normal',"
+                                   " anomalous: true}; showResult(r); return document.getElementById('note').textContent;")
+    assert shown == "The answer reads as normal, but the mask marks an anomaly: they disagree."
 
     element("tab-chat").click()
     element("chat-input").send_keys("Is there a defect here?")

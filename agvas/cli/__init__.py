@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from agvas.cli import bench as bench_cli
+from agvas.cli import calibrate as calibrate_cli
 from agvas.cli import chat as chat_cli
 from agvas.cli import check as check_cli
 from agvas.cli import data as data_cli
@@ -27,6 +28,7 @@ app.command("bench")(bench_cli.bench)
 app.command("serve")(serve_cli.serve)
 app.command("eval")(eval_cli.evaluate)
 app.command("check")(check_cli.check)
+app.command("calibrate")(calibrate_cli.calibrate)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agvas.evaluate.baselines import median_deviation
+from agvas.modes import DIRECT_MODE
 
 __all__ = ["METHODS", "AGVASMethod", "MedianDeviationMethod", "Method", "Prediction", "build_method"]
 
@@ -102,7 +103,7 @@ class AGVASMethod:
         arrays = [im if im.flags.writeable else im.copy() for im in images]
         results = self.segmenter.segment(arrays, self.instruction, self.mode, self.expectation,
                                          batch_size=max(1, len(arrays)))
-        generates = self.mode != "direct"
+        generates = self.mode != DIRECT_MODE
         return [Prediction(np.asarray(r.anomaly_map, dtype=np.float32), np.asarray(r.mask, dtype=bool),
                            r.text if generates else None)
                 for r in results]

@@ -72,7 +72,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from agvas.evaluate.verdict import text_verdict
+from agvas.verdict import text_verdict
 
 __all__ = [
     "IMAGE_METRIC_KEYS",

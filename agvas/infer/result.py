@@ -15,6 +15,8 @@ from torch import Tensor
 
 from agvas.model.agvas import AGVASModel, fuse
 from agvas.model.decoder import DecoderOutput
+from agvas.modes import DIRECT_MODE
+from agvas.verdict import Verdict, text_verdict
 
 NO_ANCHORS_NOTE = "the model's answer holds no complete set of anchor tokens, so no mask was decoded (mask empty)"
 
@@ -48,11 +50,25 @@ class SegmentationResult:
     def area_fraction(self) -> float:
         return float(self.mask.mean()) if self.mask.size else 0.0
 
+    @property
+    def text_verdict(self) -> Verdict | None:
+        """What a generated answer says (`agvas.verdict`); None in direct mode, whose answer is fixed, and
+        where the text decides nothing."""
+        return None if self.mode == DIRECT_MODE else text_verdict(self.text)
+
+    @property
+    def text_agrees(self) -> bool | None:
+        """Whether the text's verdict is the mask's: False is a contradiction a reader should see (the
+        text says "no defect" beside a non-empty mask, or the reverse); None where the text decides nothing."""
+        verdict = self.text_verdict
+        return None if verdict is None else (verdict == "anomalous") == self.anomalous
+
     def summary(self) -> dict[str, Any]:
         """The JSON-able part (no arrays)."""
         return {"path": self.source, "text": self.text, "score": round(self.score, 6), "anomalous": self.anomalous,
                 "area_fraction": round(self.area_fraction, 6), "mode": self.mode,
                 "anchors_found": self.anchors_found, "threshold": self.threshold, "min_area": self.min_area,
+                "text_verdict": self.text_verdict, "text_agrees": self.text_agrees,
                 **({"note": self.note} if self.note else {})}
 
 

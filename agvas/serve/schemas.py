@@ -115,6 +115,11 @@ class SegmentResponse(BaseModel):
     area_fraction: float = Field(..., description="fraction of the image inside the mask")
     mode: str
     anchors_found: bool = Field(..., description="false when the answer held no anchors (then the mask is empty)")
+    text_verdict: Literal["anomalous", "normal"] | None = Field(
+        None, description="what the generated answer says about the image (a documented rule on its words, "
+                          "agvas/verdict.py); null in direct mode and where the text decides nothing")
+    text_agrees: bool | None = Field(None, description="whether text_verdict is the mask's decision; false is a "
+                                                       "contradiction between the answer and the mask")
     note: str | None = None
     width: int
     height: int

@@ -157,8 +157,9 @@ function showResult(result) {
   $("score").textContent = result.score.toFixed(3);
   $("elapsed").textContent = `${result.width}×${result.height} px · ${Math.round(result.elapsed_ms)} ms`;
   renderAnswer($("answer"), result.raw_text);
-  $("note").textContent = result.note || "";
-  $("note").hidden = !result.note;
+  const notes = [result.note, contradiction(result)].filter(Boolean);
+  $("note").textContent = notes.join(" ");
+  $("note").hidden = !notes.length;
   $("overlay").src = pngUrl(result.overlay_png_base64);
   $("heat").src = pngUrl(result.heat_png_base64);
   $("mask").src = pngUrl(result.mask_png_base64);
@@ -290,6 +291,13 @@ function recut() {
     state.maskUrl = URL.createObjectURL(blob);
     $("download").href = state.maskUrl;
   }, "image/png");
+}
+
+// The answer and the mask disagree (text_agrees false, at the server's threshold): say so beside them.
+function contradiction(result) {
+  if (result.text_agrees !== false) return "";
+  const mask = result.anomalous ? "marks an anomaly" : "is empty";
+  return `The answer reads as ${result.text_verdict}, but the mask ${mask}: they disagree.`;
 }
 
 function showVerdict(anchorsFound, anomalous, area) {
