@@ -67,7 +67,8 @@ def segment(
                                    help="redo images that already have their pictures and record in OUT"),
     threshold: float = typer.Option(0.5, min=0.0, max=0.999, help="cut on P for the mask (the paper's 0.5)"),
     min_area: float = typer.Option(0.0, "--min-area", min=0.0, max=0.999,
-                                   help="empty masks covering less than this share of the image (0: off)"),
+                                   help="empty masks covering less than this share of the image (0: off; "
+                                        "agvas calibrate chooses it)"),
     cpu_int8: bool = typer.Option(False, "--cpu-int8", help=CPU_INT8_HELP),
 ) -> None:
     """Segment anomalies; writes <stem>_mask.png (0/255), <stem>_heat.png, <stem>_overlay.png, results.jsonl."""

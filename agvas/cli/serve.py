@@ -27,7 +27,7 @@ def serve(
                                                                    "0.5); a request may set its own"),
     min_area: float = typer.Option(0.0, "--min-area", min=0.0, max=0.999,
                                    help="empty masks covering less than this share of the image (0: the paper's "
-                                        "rule; choose it with agvas.infer.decision.calibrate_min_area)"),
+                                        "rule; choose it on good parts with agvas calibrate)"),
     timeout_header: float = typer.Option(10.0, min=0.01, help="seconds a connection may take to send its request "
                                                               "line and headers; then it is closed"),
     timeout_read: float = typer.Option(30.0, min=0.01, help="seconds a request body may stall before it is "
