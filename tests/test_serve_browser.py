@@ -83,9 +83,12 @@ def test_page_segments_an_example_and_chats(server_url, browser, tmp_path):
     assert element("download").get_attribute("href").startswith("blob:")
     assert element("download").get_attribute("download") == "metal_hole_mask.png"
     browser.save_screenshot(str(tmp_path / "page_segment.png"))
-    shown = browser.execute_script("const r = {...state.shown.result, text_agrees: false, text_verdict: 'normal',"
-                                   " anomalous: true}; showResult(r); return document.getElementById('note').textContent;")
+    shown = browser.execute_script("const r = {...state.shown.result, text_verdict: 'normal', anomalous: true};"
+                                   " showResult(r); return document.getElementById('note').textContent;")
     assert shown == "The answer reads as normal, but the mask marks an anomaly: they disagree."
+    assert browser.execute_script("return [contradiction('normal', false), contradiction(null, true),"
+                                  " contradiction('anomalous', false)]") == [
+        "", "", "The answer reads as anomalous, but the mask is empty: they disagree."]  # as a re-cut mask moves
 
     element("tab-chat").click()
     element("chat-input").send_keys("Is there a defect here?")

@@ -157,9 +157,7 @@ function showResult(result) {
   $("score").textContent = result.score.toFixed(3);
   $("elapsed").textContent = `${result.width}×${result.height} px · ${Math.round(result.elapsed_ms)} ms`;
   renderAnswer($("answer"), result.raw_text);
-  const notes = [result.note, contradiction(result)].filter(Boolean);
-  $("note").textContent = notes.join(" ");
-  $("note").hidden = !notes.length;
+  showNote(result, result.anomalous);
   $("overlay").src = pngUrl(result.overlay_png_base64);
   $("heat").src = pngUrl(result.heat_png_base64);
   $("mask").src = pngUrl(result.mask_png_base64);
@@ -254,6 +252,7 @@ function recut() {
   const { result, width, height } = shown;
   if (Math.abs(t - result.threshold) < 1e-9) {  // the server's own cut: its exact full-size pictures
     showVerdict(result.anchors_found, result.anomalous, result.area_fraction);
+    showNote(result, result.anomalous);
     $("overlay").src = pngUrl(result.overlay_png_base64);
     $("mask").src = pngUrl(result.mask_png_base64);
     $("download").href = shown.serverMaskUrl;
@@ -261,6 +260,7 @@ function recut() {
   }
   const { mask, count } = cutMask(shown, t);
   showVerdict(true, count > 0, count / mask.length);
+  showNote(result, count > 0);
   const maskCanvas = canvasOf(width, height);
   const maskCtx = maskCanvas.getContext("2d");
   const maskData = maskCtx.createImageData(width, height);
@@ -293,11 +293,17 @@ function recut() {
   }, "image/png");
 }
 
-// The answer and the mask disagree (text_agrees false, at the server's threshold): say so beside them.
-function contradiction(result) {
-  if (result.text_agrees !== false) return "";
-  const mask = result.anomalous ? "marks an anomaly" : "is empty";
-  return `The answer reads as ${result.text_verdict}, but the mask ${mask}: they disagree.`;
+// The result's note, and a line when the answer and the mask (at the threshold shown) disagree.
+function showNote(result, anomalous) {
+  const notes = [result.note, contradiction(result.text_verdict, anomalous)].filter(Boolean);
+  $("note").textContent = notes.join(" ");
+  $("note").hidden = !notes.length;
+}
+
+function contradiction(textVerdict, anomalous) {
+  if (!textVerdict || (textVerdict === "anomalous") === anomalous) return "";
+  return `The answer reads as ${textVerdict}, but the mask ${anomalous ? "marks an anomaly" : "is empty"}: `
+    + "they disagree.";
 }
 
 function showVerdict(anchorsFound, anomalous, area) {
