@@ -377,3 +377,7 @@ def test_calibrate_chooses_a_rule_on_good_images_and_reports_a_broken_one(checkp
     assert any("broken.png" in f for f in report["failed"])
     usage = runner.invoke(app, ["calibrate", str(inputs), "--rule", "area", "--checkpoint", str(checkpoint)])
     assert usage.exit_code == 2 and "--rule must be one of" in usage.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = runner.invoke(app, ["calibrate", str(empty), "--checkpoint", str(checkpoint), "--device", "cpu"])
+    assert none.exit_code == 1 and "no good images" in none.output

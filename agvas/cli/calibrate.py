@@ -58,6 +58,9 @@ def calibrate(
     failures = [*goods.problems, *bads.problems]
     for problem in failures:
         err.print(f"[yellow]skipped[/yellow] {escape(problem)}")
+    if not goods.paths:
+        err.print("[red]error:[/red] no good images to calibrate on")
+        raise typer.Exit(1)
     try:
         kept, held = split_holdout(goods.paths, holdout, seed)
     except ValueError as e:
@@ -73,7 +76,11 @@ def calibrate(
     if not stats[0]:
         err.print("[red]error:[/red] no good image could be segmented to calibrate on")
         raise typer.Exit(1)
-    result = calibrate(stats[0], rule, false_alarm, holdout=stats[1], defective=stats[2])
+    try:
+        result = calibrate(stats[0], rule, false_alarm, holdout=stats[1], defective=stats[2])
+    except ValueError as e:  # e.g. a good image masked whole: no rule of this kind clears it
+        err.print(f"[red]error:[/red] {escape(str(e))}; try the other --rule or a larger --false-alarm")
+        raise typer.Exit(1) from None
     Console().print(_table(result))
     print(result.flags())
     if out is not None:
