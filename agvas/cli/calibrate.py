@@ -94,32 +94,13 @@ def calibrate(
 
 def _map_stats(segmenter, paths: Sequence[Path], batch_size: int, max_pixels: int, failures: list[str],
                err: Console, advance) -> list:
-    """MapStats of each image that could be read and segmented; the others go to `failures`."""
+    """MapStats of each image that could be read and segmented (direct mode); the others go to `failures`."""
+    from agvas.cli.segment import segmented
     from agvas.infer.calibration import MapStats
-    from agvas.infer.images import ImageLoadError, load_image
-    from agvas.infer.isolation import run_isolated
 
-    stats = []
-    for start in range(0, len(paths), batch_size):
-        batch = []
-        for path in paths[start:start + batch_size]:
-            try:
-                batch.append((path, load_image(path, max_pixels=max_pixels)))
-            except ImageLoadError as e:
-                failures.append(str(e))
-                err.print(f"[yellow]skipped[/yellow] {escape(str(e))}")
-                advance()
-        if not batch:
-            continue
-        results = run_isolated(lambda items: segmenter.segment([a for _, a in items], batch_size=len(items)), batch)
-        for (path, _), result in zip(batch, results, strict=True):
-            advance()
-            if isinstance(result, Exception):
-                failures.append(f"{path}: {result}")
-                err.print(f"[yellow]failed[/yellow] {escape(str(path))}: {escape(str(result))}")
-            else:
-                stats.append(MapStats.of(result.anomaly_map))
-    return stats
+    return [MapStats.of(result.anomaly_map)
+            for *_, result in segmented(segmenter, [(path, None) for path in paths], batch_size=batch_size,
+                                        max_pixels=max_pixels, failures=failures, err=err, advance=advance)]
 
 
 def _table(result) -> Table:

@@ -9,9 +9,9 @@ locked for the run: a second run into it refuses (`agvas.data.folder_lock`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,7 +26,9 @@ from agvas.modes import EXPECTATION_MODE, MODES_TEXT
 if TYPE_CHECKING:
     from agvas.infer.distributed import Distributed
 
-__all__ = ["RESULTS_FILE", "load_segmenter", "segment"]
+__all__ = ["RESULTS_FILE", "load_segmenter", "segment", "segmented"]
+
+T = TypeVar("T")
 
 
 def load_segmenter(checkpoint: str | None, device: str | None, err: Console, dtype: str | None = None,
@@ -132,9 +134,6 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
     problems included, so three paths of which one is missing show 3/3 at the end rather than 2/2. The
     model is loaded only when some image needs it.
     """
-    from agvas.infer.images import ImageLoadError, load_image
-    from agvas.infer.isolation import run_isolated
-
     log = ResultsLog(out, None if dist.world == 1 else shard_file(dist.rank, dist.world))
     try:
         keyed = [(path, str(path.resolve())) for path in paths]
@@ -153,39 +152,47 @@ def _run(paths: list[Path], n_problems: int, out: Path, failures: list[str], err
             task = progress.add_task("segment", total=len(mine) + problems,
                                      completed=problems + len(mine) - len(todo))
             segmenter = load() if todo else None
-
-            def run_batch(batch: list[tuple[Path, str, object]]) -> list:
-                """Results for a batch; an image that fails even alone is reported and gets None."""
-                results = run_isolated(lambda items: segmenter.segment([a for _, _, a in items],
-                                                                       batch_size=len(items), **options), batch)
-                for (path, _, _), result in zip(batch, results, strict=True):
-                    if isinstance(result, Exception):
-                        failures.append(f"{path}: {result}")
-                        err.print(f"[yellow]failed[/yellow] {escape(str(path))}: {escape(str(result))}")
-                return [None if isinstance(r, Exception) else r for r in results]
-
-            for start in range(0, len(todo), batch_size):
-                batch = []
-                for path, key in todo[start:start + batch_size]:
-                    try:
-                        batch.append((path, key, load_image(path, max_pixels=max_pixels)))
-                    except ImageLoadError as e:
-                        failures.append(str(e))
-                        err.print(f"[yellow]skipped[/yellow] {escape(str(e))}")
-                        progress.advance(task)
-                if not batch:
-                    continue
-                for (path, key, image), result in zip(batch, run_batch(batch), strict=True):
-                    progress.advance(task)
-                    if result is None:
-                        continue
-                    log.add({**_save(out, key, image, result, stems[key]), **made_by})
-                    if not result.anchors_found:
-                        err.print(f"[yellow]note[/yellow] {escape(str(path))}: {result.note}")
-                    done += 1
+            for path, key, image, result in segmented(segmenter, todo, batch_size=batch_size,
+                                                      max_pixels=max_pixels, failures=failures, err=err,
+                                                      advance=lambda: progress.advance(task), **options):
+                log.add({**_save(out, key, image, result, stems[key]), **made_by})
+                if not result.anchors_found:
+                    err.print(f"[yellow]note[/yellow] {escape(str(path))}: {result.note}")
+                done += 1
     finally:
         log.close()
     return done, len(mine) - len(todo)
+
+
+def segmented(segmenter: Any, items: Sequence[tuple[Path, T]], *, batch_size: int, max_pixels: int,
+              failures: list[str], err: Console, advance: Callable[[], object],
+              **options: Any) -> Iterator[tuple[Path, T, Any, Any]]:
+    """(path, tag, image, result) for each (path, tag) whose image could be read and segmented, batch by
+    batch. A file that cannot be read, or an image that fails even alone (`run_isolated`), is reported,
+    added to `failures` and skipped; `advance` is called once per item either way."""
+    from agvas.infer.images import ImageLoadError, load_image
+    from agvas.infer.isolation import run_isolated
+
+    for start in range(0, len(items), batch_size):
+        batch = []
+        for path, tag in items[start:start + batch_size]:
+            try:
+                batch.append((path, tag, load_image(path, max_pixels=max_pixels)))
+            except ImageLoadError as e:
+                failures.append(str(e))
+                err.print(f"[yellow]skipped[/yellow] {escape(str(e))}")
+                advance()
+        if not batch:
+            continue
+        results = run_isolated(lambda chunk: segmenter.segment([image for _, _, image in chunk],
+                                                               batch_size=len(chunk), **options), batch)
+        for (path, tag, image), result in zip(batch, results, strict=True):
+            advance()
+            if isinstance(result, Exception):
+                failures.append(f"{path}: {result}")
+                err.print(f"[yellow]failed[/yellow] {escape(str(path))}: {escape(str(result))}")
+                continue
+            yield path, tag, image, result
 
 
 def _save(out: Path, key: str, image, result, stem: str) -> dict:
